@@ -1,0 +1,141 @@
+//! Turning a configuration into a running bridge: validate the topology,
+//! load (or make) keys, connect the store, resolve secrets.
+
+use crate::clock::Clock;
+use crate::config::{Config, SecretError, StoreKind, resolve_secret};
+use crate::flows::Bridge;
+use crate::http::AppState;
+use crate::sessions::SessionPolicy;
+use crate::store::{AnyStore, MemoryStore, RedisStore, StoreError};
+use crate::token::{KeyError, KeySet, TokenService};
+use crate::topology::{Topology, TopologyError};
+use std::fmt;
+use std::sync::Arc;
+
+/// Why the bridge refuses to start.
+#[derive(Debug)]
+pub enum StartError {
+    Topology(Vec<TopologyError>),
+    Keys(KeyError),
+    Store(StoreError),
+    Secret(SecretError),
+    Settings(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Topology(errors) => {
+                writeln!(f, "the configuration has {} error(s):", errors.len())?;
+                for e in errors {
+                    writeln!(f, "  {e}")?;
+                }
+                Ok(())
+            }
+            Self::Keys(e) => write!(f, "[{}] {e}", e.code()),
+            Self::Store(e) => write!(f, "[{}] {e}", e.code()),
+            Self::Secret(e) => write!(f, "[secret_unresolved] {e}"),
+            Self::Settings(e) => write!(f, "[config_invalid] {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// What the caller may want to print at start.
+pub struct Prepared {
+    pub state: AppState,
+    /// A demo API key made up at start (when `SESSION_BRIDGE_API_KEY` is unset).
+    pub generated_api_key: Option<String>,
+}
+
+/// Checks limits that are not about sites.
+fn check_settings(config: &Config) -> Result<(), StartError> {
+    let tokens = &config.tokens;
+    if tokens.ttl.get() == 0 || tokens.ttl.get() > 120 {
+        return Err(StartError::Settings(format!(
+            "[tokens] ttl is {}; it must be 1s to 120s",
+            tokens.ttl
+        )));
+    }
+    if tokens.leeway.get() > 5 {
+        return Err(StartError::Settings(format!(
+            "[tokens] leeway is {}; it must be 0s to 5s",
+            tokens.leeway
+        )));
+    }
+    let sessions = &config.sessions;
+    if sessions.idle_timeout.get() == 0
+        || sessions.absolute_timeout.get() < sessions.idle_timeout.get()
+    {
+        return Err(StartError::Settings(
+            "[sessions] idle_timeout must be positive and at most absolute_timeout".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Builds everything a server needs from `config`. In `demo` mode an unset
+/// API key is replaced by a random one, returned for printing.
+pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepared, StartError> {
+    check_settings(config)?;
+    let topology = Topology::build(&config.sites).map_err(StartError::Topology)?;
+    let keys = KeySet::load_or_create(
+        &config.tokens.keys_dir,
+        config.tokens.algorithm,
+        config.tokens.signing_kid.as_deref(),
+        clock.unix(),
+    )
+    .map_err(StartError::Keys)?;
+    let store = match config.store.kind {
+        StoreKind::Memory => AnyStore::Memory(MemoryStore::new(clock.clone())),
+        StoreKind::Redis => {
+            if config.store.sentinel.is_some() || config.store.cluster.is_some() {
+                return Err(StartError::Settings(
+                    "[store] sentinel and cluster are not supported yet; use url".to_owned(),
+                ));
+            }
+            let url = config.store.url.as_deref().ok_or_else(|| {
+                StartError::Settings("[store] kind = \"redis\" needs url".to_owned())
+            })?;
+            AnyStore::Redis(RedisStore::connect(url).await.map_err(StartError::Store)?)
+        }
+    };
+    let lookup = |name: &str| std::env::var(name).ok();
+    let mut generated_api_key = None;
+    let mut api_keys = Vec::new();
+    for reference in &config.api.keys {
+        match resolve_secret(reference, lookup) {
+            Ok(key) => api_keys.push(key),
+            Err(_) if demo => {
+                let key = crate::flows::binding::random_token().ok_or_else(|| {
+                    StartError::Settings("the system random generator failed".to_owned())
+                })?;
+                generated_api_key = Some(key.clone());
+                api_keys.push(key);
+            }
+            Err(e) => return Err(StartError::Secret(e)),
+        }
+    }
+    let sessions = SessionPolicy {
+        idle_secs: i64::try_from(config.sessions.idle_timeout.get()).unwrap_or(i64::MAX),
+        absolute_secs: i64::try_from(config.sessions.absolute_timeout.get()).unwrap_or(i64::MAX),
+    };
+    let bridge = Bridge {
+        topology: Arc::new(topology),
+        tokens: TokenService::new(keys, config.tokens.ttl.get(), config.tokens.leeway.get()),
+        store,
+        sessions,
+        revoke_on_replay: config.tokens.revoke_on_replay,
+        audit: Default::default(),
+    };
+    Ok(Prepared {
+        state: AppState {
+            bridge,
+            clock,
+            api_keys,
+            demo,
+        },
+        generated_api_key,
+    })
+}

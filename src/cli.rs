@@ -1,0 +1,224 @@
+//! The command line: `serve` (default), `check`, `keys generate|rotate`.
+
+use crate::app::{StartError, prepare};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, TokenAlgorithm, demo_config, process_env};
+use crate::topology::Topology;
+use clap::{Parser, Subcommand};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "session-bridge",
+    version,
+    about = "Carries a user's session across web origins that cannot share cookies."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the bridge (with no --config: the three-site demo on the memory store).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address; the demo's origins follow its port.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Validate the configuration and print each site's cookie and relations.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage signing keys in `[tokens] keys_dir`.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Make a new key; being the newest, it signs from the next start.
+    Generate(KeyArgs),
+    /// Same as generate: a new signing key, older keys keep verifying until removed.
+    Rotate(KeyArgs),
+}
+
+#[derive(clap::Args)]
+struct KeyArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// EdDSA (default: the configured algorithm) or HS256.
+    #[arg(long, value_parser = parse_algorithm)]
+    algorithm: Option<TokenAlgorithm>,
+    /// Overrides `[tokens] keys_dir`.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn parse_algorithm(text: &str) -> Result<TokenAlgorithm, String> {
+    match text {
+        "EdDSA" => Ok(TokenAlgorithm::EdDSA),
+        "HS256" => Ok(TokenAlgorithm::HS256),
+        _ => Err("use EdDSA or HS256".to_owned()),
+    }
+}
+
+/// Loads the file, or the demo configuration for `listen` when there is none.
+fn load(config: Option<&PathBuf>, listen: &str, port: u16) -> Result<(Config, bool), ConfigError> {
+    let env = process_env();
+    match config {
+        Some(path) => Config::load(path, &env).map(|c| (c, false)),
+        None => {
+            let demo = toml::Value::try_from(demo_config(listen, port))
+                .map_err(|e| ConfigError::Parse(e.to_string()))?;
+            Config::from_value(demo, &env).map(|c| (c, true))
+        }
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve {
+        config: None,
+        listen: None,
+    }) {
+        Command::Serve { config, listen } => serve(config, listen),
+        Command::Check { config } => check(config),
+        Command::Keys {
+            action: KeysAction::Generate(args) | KeysAction::Rotate(args),
+        } => generate_key(args),
+    }
+}
+
+fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> ExitCode {
+    let default_listen = match &config_path {
+        Some(path) => match Config::load(path, &process_env()) {
+            Ok(config) => config.server.listen,
+            Err(e) => return fail(&e.to_string(), 2),
+        },
+        None => "127.0.0.1:8080".to_owned(),
+    };
+    let listen = listen.unwrap_or(default_listen);
+    let listener = match TcpListener::bind(&listen) {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("cannot listen on {listen}: {e}"), 1),
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(8080);
+    let (mut config, demo) = match load(config_path.as_ref(), &listen, port) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail(&e.to_string(), 2),
+    };
+    config.server.listen = listen;
+    let result = actix_web::rt::System::new().block_on(async move {
+        let prepared = prepare(&config, Clock::system(), demo).await?;
+        announce(&config, &prepared, demo);
+        let server = crate::http::serve(prepared.state, listener, config.server.workers)
+            .map_err(|e| StartError::Settings(e.to_string()))?;
+        server
+            .await
+            .map_err(|e| StartError::Settings(e.to_string()))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string(), 1),
+    }
+}
+
+fn announce(config: &Config, prepared: &crate::app::Prepared, demo: bool) {
+    let bridge = &prepared.state.bridge;
+    println!(
+        "session-bridge listening on {} ({} store)",
+        config.server.listen,
+        bridge.store.kind()
+    );
+    for site in bridge.topology.sites() {
+        println!("  {:<10} {}", site.id, site.primary_origin());
+    }
+    if demo {
+        println!(
+            "Demo: open {}/ to sign in, then follow the links.",
+            bridge
+                .topology
+                .site("account")
+                .map(|s| s.primary_origin().to_string())
+                .unwrap_or_default()
+        );
+    }
+    if let Some(key) = &prepared.generated_api_key {
+        println!("Demo API key (set SESSION_BRIDGE_API_KEY to choose one): {key}");
+    }
+}
+
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("session-bridge: {message}");
+    ExitCode::from(code)
+}
+
+fn check(config_path: Option<PathBuf>) -> ExitCode {
+    let (config, _) = match load(config_path.as_ref(), "127.0.0.1:8080", 8080) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail(&e.to_string(), 2),
+    };
+    let topology = match Topology::build(&config.sites) {
+        Ok(t) => t,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error {e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    for site in topology.sites() {
+        let c = &site.cookie;
+        println!("site {}", site.id);
+        for origin in &site.origins {
+            println!("  origin {origin}");
+        }
+        println!(
+            "  cookie {}: SameSite={} ({}), Secure={} ({}), HttpOnly",
+            c.name, c.same_site, c.same_site_reason, c.secure, c.secure_reason
+        );
+        for partner in &site.partners {
+            if let Some(other) = topology.site(partner) {
+                println!(
+                    "  hands to {partner}: {}",
+                    site.primary_origin()
+                        .relation(other.primary_origin())
+                        .as_str()
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn generate_key(args: KeyArgs) -> ExitCode {
+    let config = match &args.config {
+        Some(path) => match Config::load(path, &process_env()) {
+            Ok(c) => c,
+            Err(e) => return fail(&e.to_string(), 2),
+        },
+        None => Config::default(),
+    };
+    let dir = args.dir.unwrap_or(config.tokens.keys_dir);
+    let algorithm = args.algorithm.unwrap_or(config.tokens.algorithm);
+    match crate::token::generate_key_file(&dir, algorithm, Clock::system().unix()) {
+        Ok(kid) => {
+            println!("{kid}");
+            eprintln!(
+                "made {algorithm} key {kid} in {}; it signs from the next start (unless [tokens] signing_kid pins another)",
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("[{}] {e}", e.code()), 1),
+    }
+}

@@ -1,0 +1,42 @@
+//! The demo deployment: three sites on `*.localhost`, each a partner of the others.
+
+use super::{Config, MissingSessionPolicy, SiteConfig};
+
+/// The demo configuration for a listener on `port` (the origins follow it).
+///
+/// `account` sends visitors without a session to its login page; `shop` and
+/// `checkout` hand out anonymous sessions, so a cart works before signing in.
+pub fn demo_config(listen: &str, port: u16) -> Config {
+    let ids = ["account", "shop", "checkout"];
+    let sites = ids
+        .iter()
+        .map(|id| SiteConfig {
+            id: (*id).to_owned(),
+            origins: vec![format!("http://{id}.localhost:{port}")],
+            partners: ids
+                .iter()
+                .filter(|p| *p != id)
+                .map(|p| (*p).to_owned())
+                .collect(),
+            return_paths: vec!["/".to_owned()],
+            on_missing_session: if *id == "account" {
+                MissingSessionPolicy::Login
+            } else {
+                MissingSessionPolicy::Anonymous
+            },
+            login_url: "/login".to_owned(),
+            cors_origins: Vec::new(),
+            delivery: Default::default(),
+            allow_iframe: false,
+            backchannel_logout_url: String::new(),
+            cookie: Default::default(),
+        })
+        .collect();
+    let mut config = Config {
+        sites,
+        ..Config::default()
+    };
+    config.server.listen = listen.to_owned();
+    config.api.keys = vec!["env:SESSION_BRIDGE_API_KEY".to_owned()];
+    config
+}

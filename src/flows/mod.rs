@@ -1,0 +1,156 @@
+//! Hand-off flows, as plain protocol code that never sees HTTP: the HTTP
+//! layer parses requests into these calls and turns outcomes into responses.
+
+pub mod binding;
+pub mod redirect;
+pub mod return_to;
+
+use crate::audit::Audit;
+use crate::sessions::{SessionError, SessionPolicy};
+use crate::store::{AnyStore, StoreError};
+use crate::token::{TokenError, TokenService};
+use crate::topology::Topology;
+use return_to::ReturnToError;
+use std::fmt;
+use std::sync::Arc;
+
+/// How `/bridge/issue` delivers the token to the receiving site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ResponseMode {
+    /// A 303 to `/bridge/accept?token=…` (top-level GET: `Lax` cookies suffice).
+    #[default]
+    Query,
+    /// A page that POSTs the token to `/bridge/accept` (keeps it out of URLs).
+    FormPost,
+}
+
+impl ResponseMode {
+    pub fn parse(text: Option<&str>) -> Result<Self, FlowError> {
+        match text {
+            None | Some("query") => Ok(Self::Query),
+            Some("form_post") => Ok(Self::FormPost),
+            Some(_) => Err(FlowError::InvalidRequest("mode must be query or form_post")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::FormPost => "form_post",
+        }
+    }
+}
+
+/// Why a hand-off step was refused. Every variant has a stable code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowError {
+    /// A parameter is missing or has the wrong shape.
+    InvalidRequest(&'static str),
+    /// `from`/`to` names no configured site.
+    UnknownSite,
+    /// The sites are not partners in this direction.
+    PartnerNotAllowed,
+    ReturnTo(ReturnToError),
+    /// No `__Host-sb-state` cookie: this browser did not start this hand-off.
+    StateMissing,
+    Token(TokenError),
+    /// `iss` is not a site allowed to hand sessions to this one.
+    UnknownIssuer,
+    /// `iss` is not the site this browser's start named (mix-up defence).
+    IssuerMismatch,
+    /// The token was minted for another browser.
+    BindingMismatch,
+    /// The token was used before.
+    Replayed,
+    /// No record of the token: never issued here, or expired.
+    UnknownToken,
+    /// The issuing site has no session and its policy is `deny`.
+    NoSession,
+    Session(SessionError),
+}
+
+impl FlowError {
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::UnknownSite => "site_unknown",
+            Self::PartnerNotAllowed => "partner_not_allowed",
+            Self::ReturnTo(_) => "return_to_invalid",
+            Self::StateMissing => "state_missing",
+            Self::Token(e) => e.code(),
+            Self::UnknownIssuer => "token_unknown_issuer",
+            Self::IssuerMismatch => "token_issuer_mismatch",
+            Self::BindingMismatch => "token_binding_mismatch",
+            Self::Replayed => "token_replayed",
+            Self::UnknownToken => "token_unknown",
+            Self::NoSession => "no_session",
+            Self::Session(e) => e.code(),
+        }
+    }
+}
+
+impl fmt::Display for FlowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidRequest(what) => f.write_str(what),
+            Self::UnknownSite => f.write_str("the request names a site this bridge does not serve"),
+            Self::PartnerNotAllowed => {
+                f.write_str("these sites are not configured to hand sessions to each other")
+            }
+            Self::ReturnTo(e) => e.fmt(f),
+            Self::StateMissing => f.write_str(
+                "this browser did not start this hand-off (its state cookie is missing or expired)",
+            ),
+            Self::Token(e) => e.fmt(f),
+            Self::UnknownIssuer => {
+                f.write_str("the token comes from a site that may not hand sessions here")
+            }
+            Self::IssuerMismatch => f.write_str(
+                "the token comes from another site than the one this hand-off started with",
+            ),
+            Self::BindingMismatch => f.write_str("the token was issued to another browser"),
+            Self::Replayed => f.write_str("the token has already been used"),
+            Self::UnknownToken => f.write_str("the token is unknown or has expired"),
+            Self::NoSession => f.write_str("there is no session to hand over"),
+            Self::Session(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for FlowError {}
+
+impl From<TokenError> for FlowError {
+    fn from(e: TokenError) -> Self {
+        Self::Token(e)
+    }
+}
+
+impl From<ReturnToError> for FlowError {
+    fn from(e: ReturnToError) -> Self {
+        Self::ReturnTo(e)
+    }
+}
+
+impl From<SessionError> for FlowError {
+    fn from(e: SessionError) -> Self {
+        Self::Session(e)
+    }
+}
+
+impl From<StoreError> for FlowError {
+    fn from(e: StoreError) -> Self {
+        Self::Session(SessionError::Store(e))
+    }
+}
+
+/// Everything the flows need, shared by all requests.
+#[derive(Clone)]
+pub struct Bridge {
+    pub topology: Arc<Topology>,
+    pub tokens: TokenService,
+    pub store: AnyStore,
+    pub sessions: SessionPolicy,
+    pub revoke_on_replay: bool,
+    pub audit: Audit,
+}

@@ -1,0 +1,141 @@
+//! The service API (`/api/v1`), behind bearer keys from `[api] keys`.
+
+use super::AppState;
+use super::error::HttpError;
+use super::request;
+use crate::audit::{AuditEvent, EventKind};
+use crate::flows::binding::secrets_equal;
+use crate::sessions::{NewSession, SessionPolicy};
+use crate::store::Session;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Largest JSON body the API reads.
+pub const API_BODY_LIMIT: usize = 64 * 1024;
+
+/// Checks `Authorization: Bearer <key>` against every configured key, each
+/// compared in constant time.
+pub fn authorize(req: &HttpRequest, keys: &[String]) -> Result<(), HttpError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let mut ok = false;
+    for key in keys {
+        ok |= !presented.is_empty() && secrets_equal(presented, key);
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API key is required",
+            req,
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    site: String,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    data: Option<Map<String, Value>>,
+}
+
+fn rfc3339(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// The session view (DESIGN.md): `id` only where the caller may see it.
+pub fn session_view(session: &Session, policy: &SessionPolicy, now: i64, with_id: bool) -> Value {
+    let mut view = serde_json::json!({
+        "user_id": session.user_id,
+        "data": session.data,
+        "version": session.version,
+        "expires_at": rfc3339(policy.expires_at(session, now)),
+        "absolute_expires_at": rfc3339(session.absolute_expires_at),
+    });
+    if with_id {
+        view["id"] = Value::String(session.id.expose().to_owned());
+    }
+    view
+}
+
+/// `POST /api/v1/sessions`: a site's login code hands its session to the bridge.
+pub async fn create_session(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, HttpError> {
+    authorize(&req, &state.api_keys)?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/json") {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/json",
+            &req,
+        ));
+    }
+    let body = request::read_body(payload, API_BODY_LIMIT, &req).await?;
+    let body: CreateSession = serde_json::from_slice(&body).map_err(|e| {
+        HttpError::bad_request(
+            "invalid_json",
+            format!("the body is not a valid request: {e}"),
+            &req,
+        )
+    })?;
+    if body
+        .user_id
+        .as_ref()
+        .is_some_and(|u| u.is_empty() || u.len() > 256)
+    {
+        return Err(HttpError::bad_request(
+            "invalid_request",
+            "user_id must be 1 to 256 characters",
+            &req,
+        ));
+    }
+    let bridge = &state.bridge;
+    let site = bridge
+        .topology
+        .site(&body.site)
+        .ok_or_else(|| HttpError::bad_request("site_unknown", "no such site", &req))?;
+    let now = state.clock.unix();
+    let new = NewSession {
+        site: &site.id,
+        user_id: body.user_id,
+        auth_ref: None,
+        data: body.data.unwrap_or_default(),
+    };
+    let session = bridge
+        .sessions
+        .create(&bridge.store, new, now)
+        .await
+        .map_err(|e| HttpError::session(&e, &req))?;
+    bridge.audit.record(
+        &AuditEvent::new(EventKind::SessionCreated, &site.id).reason("api"),
+        &request::context(&req),
+    );
+    Ok(HttpResponse::Created()
+        .insert_header((header::ETAG, format!("\"{}\"", session.version)))
+        .content_type("application/json")
+        .body(session_view(&session, &bridge.sessions, now, true).to_string()))
+}

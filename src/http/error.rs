@@ -1,0 +1,185 @@
+//! One error type for HTTP with two faces: an HTML page for browsers and
+//! `application/problem+json` (RFC 9457) for API callers. It never carries a
+//! token, a session ID or an internal message.
+
+use crate::flows::FlowError;
+use crate::sessions::SessionError;
+use crate::store::StoreError;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use askama::Template;
+use std::fmt;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub json: bool,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    title: &'a str,
+    code: &'a str,
+    detail: &'a str,
+    retry: bool,
+}
+
+/// Whether the caller wants JSON: `/api` paths always, others when `Accept`
+/// asks for JSON rather than HTML.
+pub fn wants_json(req: &HttpRequest) -> bool {
+    if req.path().starts_with("/api/") {
+        return true;
+    }
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    (accept.contains("application/json") || accept.contains("application/problem+json"))
+        && !accept.contains("text/html")
+}
+
+impl HttpError {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        detail: impl Into<String>,
+        req: &HttpRequest,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            json: wants_json(req),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>, req: &HttpRequest) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail, req)
+    }
+
+    pub fn not_found(req: &HttpRequest) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "there is nothing here",
+            req,
+        )
+    }
+
+    pub fn unknown_host(req: &HttpRequest) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "site_unknown",
+            "this bridge serves no site at this host",
+            req,
+        )
+    }
+
+    pub fn store(e: &StoreError, req: &HttpRequest) -> Self {
+        Self::session(&SessionError::Store(e.clone()), req)
+    }
+
+    pub fn session(e: &SessionError, req: &HttpRequest) -> Self {
+        let status = match e {
+            SessionError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            SessionError::Store(StoreError::AlreadyExists) | SessionError::Busy => {
+                StatusCode::CONFLICT
+            }
+            SessionError::NotFound => StatusCode::NOT_FOUND,
+            SessionError::Store(StoreError::Corrupt(_)) | SessionError::RandomFailed => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        if status.is_server_error() {
+            tracing::error!(code = e.code(), error = %e, "request failed");
+        }
+        let detail = match status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                "the session store is unavailable; please try again in a moment".to_owned()
+            }
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                "the bridge could not complete this request".to_owned()
+            }
+            _ => e.to_string(),
+        };
+        Self::new(status, e.code(), detail, req)
+    }
+
+    pub fn flow(e: &FlowError, req: &HttpRequest) -> Self {
+        let status = match e {
+            FlowError::Session(inner) => return Self::session(inner, req),
+            FlowError::InvalidRequest(_) | FlowError::ReturnTo(_) | FlowError::UnknownSite => {
+                StatusCode::BAD_REQUEST
+            }
+            FlowError::Token(crate::token::TokenError::Malformed) => StatusCode::BAD_REQUEST,
+            FlowError::Token(crate::token::TokenError::SigningFailed) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            FlowError::PartnerNotAllowed => StatusCode::FORBIDDEN,
+            FlowError::StateMissing => StatusCode::BAD_REQUEST,
+            FlowError::NoSession
+            | FlowError::Token(_)
+            | FlowError::UnknownIssuer
+            | FlowError::IssuerMismatch
+            | FlowError::BindingMismatch
+            | FlowError::Replayed
+            | FlowError::UnknownToken => StatusCode::UNAUTHORIZED,
+        };
+        Self::new(status, e.code(), e.to_string(), req)
+    }
+
+    fn title(&self) -> &'static str {
+        self.status.canonical_reason().unwrap_or("Error")
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.code)
+    }
+}
+
+impl ResponseError for HttpError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("2")));
+        }
+        if self.json {
+            let body = serde_json::json!({
+                "type": format!("urn:session-bridge:error:{}", self.code),
+                "title": self.title(),
+                "status": self.status.as_u16(),
+                "code": self.code,
+                "detail": self.detail,
+            });
+            return response
+                .content_type("application/problem+json")
+                .body(body.to_string());
+        }
+        let page = ErrorPage {
+            status: self.status.as_u16(),
+            title: self.title(),
+            code: self.code,
+            detail: &self.detail,
+            retry: self.status == StatusCode::SERVICE_UNAVAILABLE,
+        };
+        match page.render() {
+            Ok(html) => response.content_type("text/html; charset=utf-8").body(html),
+            Err(_) => response
+                .content_type("text/plain; charset=utf-8")
+                .body(self.code),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Reading requests: which site, which parameters, which cookies; and the
+//! cookies the bridge sets.
+
+use super::error::HttpError;
+use crate::audit::RequestContext;
+use crate::flows::ResponseMode;
+use crate::store::SessionId;
+use crate::topology::{Origin, SameSite, Site, Topology};
+use actix_web::cookie::{Cookie, SameSite as CookieSameSite, time::Duration as CookieDuration};
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, web};
+use std::collections::HashMap;
+use std::sync::Arc;
+use url::form_urlencoded;
+
+/// The state cookie of flow A (`__Host-`: Secure, Path=/, no Domain, so no
+/// other host can plant or read it).
+pub const STATE_COOKIE: &str = "__Host-sb-state";
+/// Lifetime of the state cookie, seconds (at most 300).
+pub const STATE_MAX_AGE: i64 = 300;
+
+/// The site and origin the request's `Host` names. `Host` (or the HTTP/2
+/// authority) is used, never `X-Forwarded-Host`.
+pub fn site_of(req: &HttpRequest, topology: &Topology) -> Result<(Arc<Site>, Origin), HttpError> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    topology
+        .site_and_origin_for_host(host)
+        .map(|(site, origin)| (Arc::clone(site), origin.clone()))
+        .ok_or_else(|| HttpError::unknown_host(req))
+}
+
+/// Query or form parameters, each name at most once: a repeated name is
+/// refused rather than resolved by first-wins or last-wins.
+#[derive(Debug, Default)]
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    pub fn parse(encoded: &[u8], req: &HttpRequest) -> Result<Self, HttpError> {
+        let mut map = HashMap::new();
+        for (name, value) in form_urlencoded::parse(encoded) {
+            if map
+                .insert(name.clone().into_owned(), value.into_owned())
+                .is_some()
+            {
+                return Err(HttpError::bad_request(
+                    "duplicate_parameter",
+                    format!("the parameter `{name}` is given more than once"),
+                    req,
+                ));
+            }
+        }
+        Ok(Self(map))
+    }
+
+    pub fn query(req: &HttpRequest) -> Result<Self, HttpError> {
+        Self::parse(req.query_string().as_bytes(), req)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn require(&self, name: &'static str, req: &HttpRequest) -> Result<&str, HttpError> {
+        self.get(name).ok_or_else(|| {
+            HttpError::bad_request(
+                "invalid_request",
+                format!("the parameter `{name}` is missing"),
+                req,
+            )
+        })
+    }
+}
+
+/// Who is asking, for the audit trail.
+pub fn context(req: &HttpRequest) -> RequestContext {
+    RequestContext {
+        ip: req
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .chars()
+            .take(256)
+            .collect(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    }
+}
+
+/// The session ID in this site's cookie, if it has the right shape.
+pub fn session_from_cookie(req: &HttpRequest, site: &Site) -> Option<SessionId> {
+    req.cookie(&site.cookie.name)
+        .and_then(|c| SessionId::parse(c.value()))
+}
+
+fn same_site(value: SameSite) -> CookieSameSite {
+    match value {
+        SameSite::Strict => CookieSameSite::Strict,
+        SameSite::Lax => CookieSameSite::Lax,
+        SameSite::None => CookieSameSite::None,
+    }
+}
+
+/// The site's session cookie holding `id`, and nothing else.
+pub fn session_cookie(site: &Site, id: &SessionId) -> Cookie<'static> {
+    let mut cookie = Cookie::build(site.cookie.name.clone(), id.expose().to_owned())
+        .path("/")
+        .http_only(true)
+        .secure(site.cookie.secure)
+        .same_site(same_site(site.cookie.same_site))
+        .finish();
+    if let Some(domain) = &site.cookie.domain {
+        cookie.set_domain(domain.clone());
+    }
+    cookie
+}
+
+/// Removes the site's session cookie.
+pub fn clear_session_cookie(site: &Site) -> Cookie<'static> {
+    let mut cookie = session_cookie(site, &SessionId::from_generated(String::new()));
+    cookie.make_removal();
+    cookie
+}
+
+/// The flow A state cookie. `form_post` needs `SameSite=None`: the token
+/// arrives by a cross-site POST, which carries no `Lax` cookie.
+pub fn state_cookie(value: String, mode: ResponseMode) -> Cookie<'static> {
+    let site = match mode {
+        ResponseMode::Query => CookieSameSite::Lax,
+        ResponseMode::FormPost => CookieSameSite::None,
+    };
+    Cookie::build(STATE_COOKIE, value)
+        .path("/")
+        .http_only(true)
+        .secure(true)
+        .same_site(site)
+        .max_age(CookieDuration::seconds(STATE_MAX_AGE))
+        .finish()
+}
+
+/// Removes the state cookie (a hand-off uses it once).
+pub fn clear_state_cookie() -> Cookie<'static> {
+    let mut cookie = state_cookie(String::new(), ResponseMode::FormPost);
+    cookie.make_removal();
+    cookie
+}
+
+/// Reads a request body of at most `limit` bytes; more is refused with 413.
+pub async fn read_body(
+    payload: web::Payload,
+    limit: usize,
+    req: &HttpRequest,
+) -> Result<web::Bytes, HttpError> {
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(HttpError::bad_request(
+            "invalid_request",
+            "the request body could not be read",
+            req,
+        )),
+        Err(_) => Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+            req,
+        )),
+    }
+}

@@ -1,0 +1,230 @@
+//! The embedded store: one process, expiry honoured, memory reclaimed.
+
+use super::{ConsumeOutcome, Session, SessionId, Store, StoreError, TokenRecord, UpdateOutcome};
+use crate::clock::Clock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Writes between two sweeps of expired entries. A sweep is O(live entries),
+/// so the cost per write stays constant while a stream of tokens that are
+/// never redeemed cannot grow the maps without bound.
+const SWEEP_EVERY: u64 = 1024;
+
+struct Entry<T> {
+    value: T,
+    /// Unix milliseconds.
+    expires_at: i64,
+}
+
+#[derive(Clone)]
+struct TokenEntry {
+    record: TokenRecord,
+    consumed: bool,
+}
+
+struct Maps {
+    sessions: HashMap<SessionId, Entry<Session>>,
+    tokens: HashMap<String, Entry<TokenEntry>>,
+}
+
+/// An in-process store. Clones share the same data.
+#[derive(Clone)]
+pub struct MemoryStore {
+    maps: Arc<Mutex<Maps>>,
+    writes: Arc<AtomicU64>,
+    clock: Clock,
+}
+
+fn millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl MemoryStore {
+    /// An empty store that reads time from `clock`.
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            maps: Arc::new(Mutex::new(Maps {
+                sessions: HashMap::new(),
+                tokens: HashMap::new(),
+            })),
+            writes: Arc::new(AtomicU64::new(0)),
+            clock,
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        (self.clock.now().unix_timestamp_nanos() / 1_000_000) as i64
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Maps> {
+        // A panic while holding the lock cannot leave a map half-updated
+        // (every update is a single insert or field write), so a poisoned
+        // lock is safe to keep using.
+        self.maps
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a write and, every [`SWEEP_EVERY`] writes, drops expired entries.
+    fn after_write(&self, maps: &mut Maps, now: i64) {
+        if self.writes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            maps.sessions.retain(|_, e| e.expires_at > now);
+            maps.tokens.retain(|_, e| e.expires_at > now);
+        }
+    }
+
+    /// Number of entries held, expired or not (for tests of reclamation).
+    pub fn entry_count(&self) -> usize {
+        let maps = self.lock();
+        maps.sessions.len() + maps.tokens.len()
+    }
+}
+
+impl Store for MemoryStore {
+    async fn create_session(&self, session: &Session, ttl: Duration) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        let mut maps = self.lock();
+        if maps
+            .sessions
+            .get(&session.id)
+            .is_some_and(|e| e.expires_at > now)
+        {
+            return Err(StoreError::AlreadyExists);
+        }
+        maps.sessions.insert(
+            session.id.clone(),
+            Entry {
+                value: session.clone(),
+                expires_at: now.saturating_add(millis(ttl)),
+            },
+        );
+        self.after_write(&mut maps, now);
+        Ok(())
+    }
+
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let now = self.now_ms();
+        let maps = self.lock();
+        Ok(maps
+            .sessions
+            .get(id)
+            .filter(|e| e.expires_at > now)
+            .map(|e| e.value.clone()))
+    }
+
+    async fn update_session(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        ttl: Duration,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let now = self.now_ms();
+        let mut maps = self.lock();
+        let Some(entry) = maps
+            .sessions
+            .get_mut(&session.id)
+            .filter(|e| e.expires_at > now)
+        else {
+            return Ok(UpdateOutcome::Missing);
+        };
+        if entry.value.version != expected_version {
+            return Ok(UpdateOutcome::Conflict {
+                current_version: entry.value.version,
+            });
+        }
+        entry.value = session.clone();
+        entry.expires_at = now.saturating_add(millis(ttl));
+        self.after_write(&mut maps, now);
+        Ok(UpdateOutcome::Saved)
+    }
+
+    async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let now = self.now_ms();
+        let mut maps = self.lock();
+        Ok(maps.sessions.remove(id).is_some_and(|e| e.expires_at > now))
+    }
+
+    async fn put_token(
+        &self,
+        jti: &str,
+        record: &TokenRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        let mut maps = self.lock();
+        if maps.tokens.get(jti).is_some_and(|e| e.expires_at > now) {
+            return Err(StoreError::AlreadyExists);
+        }
+        maps.tokens.insert(
+            jti.to_owned(),
+            Entry {
+                value: TokenEntry {
+                    record: record.clone(),
+                    consumed: false,
+                },
+                expires_at: now.saturating_add(millis(ttl)),
+            },
+        );
+        self.after_write(&mut maps, now);
+        Ok(())
+    }
+
+    async fn consume_token(&self, jti: &str) -> Result<ConsumeOutcome, StoreError> {
+        let now = self.now_ms();
+        // The lock makes check-and-mark one step: of concurrent callers,
+        // exactly one sees the entry unconsumed.
+        let mut maps = self.lock();
+        let Some(entry) = maps.tokens.get_mut(jti).filter(|e| e.expires_at > now) else {
+            return Ok(ConsumeOutcome::Unknown);
+        };
+        let record = entry.value.record.clone();
+        if entry.value.consumed {
+            Ok(ConsumeOutcome::Replayed(record))
+        } else {
+            entry.value.consumed = true;
+            Ok(ConsumeOutcome::Redeemed(record))
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::OffsetDateTime;
+
+    fn record() -> TokenRecord {
+        TokenRecord {
+            session_id: SessionId::from_generated("s".repeat(43)),
+            aud: "shop".to_owned(),
+            challenge: "c".repeat(43),
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_are_unknown_and_reclaimed() {
+        let clock = Clock::manual(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
+        let store = MemoryStore::new(clock.clone());
+        for i in 0..(SWEEP_EVERY * 3) {
+            store
+                .put_token(&format!("t{i}"), &record(), Duration::from_secs(30))
+                .await
+                .unwrap();
+            clock.advance(Duration::from_secs(1));
+        }
+        assert_eq!(
+            store.consume_token("t0").await.unwrap(),
+            ConsumeOutcome::Unknown
+        );
+        assert!(
+            store.entry_count() <= (SWEEP_EVERY as usize) + 31,
+            "{}",
+            store.entry_count()
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! Where sessions and bridge-token records live.
+//!
+//! Two backends implement [`Store`]: [`MemoryStore`] (the embedded default,
+//! one process) and [`RedisStore`] (one server, Sentinel or Cluster). Keys
+//! are namespaced (`sb:s:` sessions, `sb:t:` tokens) so a token id can never
+//! address a session. Every operation touches exactly one key, so it runs
+//! unchanged on Redis Cluster.
+
+mod memory;
+mod redis;
+mod types;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+pub use types::{ConsumeOutcome, Session, SessionId, TokenRecord, UpdateOutcome};
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+/// Why a store operation failed. Never carries a session ID or a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The backend cannot be reached or did not answer in time. Callers fail
+    /// closed: no token is issued or redeemed.
+    Unavailable(String),
+    /// A record with this key already exists (ids are random: a collision is a bug or an attack).
+    AlreadyExists,
+    /// A stored value could not be decoded.
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "store_unavailable",
+            Self::AlreadyExists => "store_conflict",
+            Self::Corrupt(_) => "store_corrupt",
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable(why) => write!(f, "store unavailable: {why}"),
+            Self::AlreadyExists => f.write_str("record already exists"),
+            Self::Corrupt(why) => write!(f, "stored record unreadable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Storage for sessions and bridge-token records.
+///
+/// TTLs are given by the caller and are always positive; a record is gone
+/// (reads as missing) once its TTL has passed.
+pub trait Store: Send + Sync {
+    /// Stores a new session under `sb:s:{id}` with `ttl`. Never overwrites:
+    /// an existing id gives [`StoreError::AlreadyExists`].
+    fn create_session(
+        &self,
+        session: &Session,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The live session with this id, or `None` when missing or expired.
+    fn get_session(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
+
+    /// Compare-and-set: replaces the stored session with `session` (and sets
+    /// its TTL to `ttl`) only if the stored version equals `expected_version`.
+    /// The caller has already set `session.version` to the new version.
+    /// Atomic with respect to every other operation on the same session.
+    fn update_session(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<UpdateOutcome, StoreError>> + Send;
+
+    /// Deletes a session; `true` when it existed.
+    fn delete_session(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records a pending token under `sb:t:{jti}` with `ttl`. Never
+    /// overwrites: an existing jti gives [`StoreError::AlreadyExists`].
+    fn put_token(
+        &self,
+        jti: &str,
+        record: &TokenRecord,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The single atomic consumption step on one key: a pending token
+    /// becomes consumed and is returned as [`ConsumeOutcome::Redeemed`]; an
+    /// already consumed one is [`ConsumeOutcome::Replayed`] (with the record,
+    /// so the caller can revoke its session); a missing or expired one is
+    /// [`ConsumeOutcome::Unknown`]. Of any number of concurrent calls for one
+    /// jti, exactly one sees `Redeemed`. The record keeps its TTL.
+    fn consume_token(
+        &self,
+        jti: &str,
+    ) -> impl Future<Output = Result<ConsumeOutcome, StoreError>> + Send;
+
+    /// Whether the backend answers.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The configured backend.
+#[derive(Clone)]
+pub enum AnyStore {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+impl AnyStore {
+    /// Short name for logs and `/readyz`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Memory($store) => $call.await,
+            AnyStore::Redis($store) => $call.await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn create_session(&self, session: &Session, ttl: Duration) -> Result<(), StoreError> {
+        dispatch!(self, s => s.create_session(session, ttl))
+    }
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        dispatch!(self, s => s.get_session(id))
+    }
+    async fn update_session(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        ttl: Duration,
+    ) -> Result<UpdateOutcome, StoreError> {
+        dispatch!(self, s => s.update_session(session, expected_version, ttl))
+    }
+    async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete_session(id))
+    }
+    async fn put_token(
+        &self,
+        jti: &str,
+        record: &TokenRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_token(jti, record, ttl))
+    }
+    async fn consume_token(&self, jti: &str) -> Result<ConsumeOutcome, StoreError> {
+        dispatch!(self, s => s.consume_token(jti))
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping())
+    }
+}
+
+/// Key of a session record.
+pub fn session_key(id: &SessionId) -> String {
+    format!("sb:s:{}", id.expose())
+}
+
+/// Key of a token record.
+pub fn token_key(jti: &str) -> String {
+    format!("sb:t:{jti}")
+}
