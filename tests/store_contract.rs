@@ -1,0 +1,647 @@
+//! The `Store` contract, one suite run against every backend: the memory
+//! store and a Redis store on its own fresh `redis-server`. Plus Redis-only
+//! fault tests (server killed and restarted under a live store).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use futures::future::join_all;
+use session_bridge::clock::Clock;
+use session_bridge::store::{
+    ConsumeOutcome, MemoryStore, RedisStore, Session, SessionId, Store, StoreError, TokenRecord,
+    UpdateOutcome,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::redis_server::RedisServer;
+
+const LONG: Duration = Duration::from_secs(600);
+const SHORT: Duration = Duration::from_secs(1);
+/// Comfortably past `SHORT`.
+const PAST_SHORT: Duration = Duration::from_millis(1200);
+
+// ---------------------------------------------------------------- fixtures
+
+/// A store under test and whatever keeps it alive.
+struct Backend<S> {
+    store: S,
+    /// Present for Redis: the server dies with the backend.
+    server: Option<RedisServer>,
+}
+
+fn memory_backend() -> Backend<MemoryStore> {
+    Backend {
+        store: MemoryStore::new(Clock::system()),
+        server: None,
+    }
+}
+
+async fn redis_backend() -> Backend<RedisStore> {
+    let server = start_redis().await;
+    let store = RedisStore::connect(&server.url())
+        .await
+        .expect("connect to a fresh redis-server");
+    Backend {
+        store,
+        server: Some(server),
+    }
+}
+
+async fn start_redis() -> RedisServer {
+    tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("redis-server start task")
+}
+
+/// 32 random bytes, base64url: the shape of a real session id.
+fn random_b64() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn new_id() -> SessionId {
+    let raw = random_b64();
+    assert_eq!(raw.len(), 43);
+    SessionId::from_generated(raw)
+}
+
+fn new_jti() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn session(id: &SessionId) -> Session {
+    let data = serde_json::json!({ "cart": ["book", "lamp"], "note": "ünïcode | pipes \" quotes" });
+    Session {
+        id: id.clone(),
+        user_id: Some("alice".to_owned()),
+        auth_ref: Some("idp:ref-42".to_owned()),
+        created_at: 1_700_000_000,
+        last_seen: 1_700_000_100,
+        absolute_expires_at: 1_700_043_200,
+        origin_site: "account".to_owned(),
+        joined_sites: vec!["shop".to_owned()],
+        data: data.as_object().cloned().unwrap(),
+        version: 1,
+    }
+}
+
+/// `previous` after one more write: new content, version bumped.
+fn next_version(previous: &Session, item: &str) -> Session {
+    let mut next = previous.clone();
+    next.data
+        .insert("cart".to_owned(), serde_json::json!([item]));
+    next.joined_sites
+        .push(format!("site-{}", previous.version + 1));
+    next.last_seen += 1;
+    next.version = previous.version + 1;
+    next
+}
+
+fn record(session_id: &SessionId) -> TokenRecord {
+    TokenRecord {
+        session_id: session_id.clone(),
+        aud: "shop".to_owned(),
+        challenge: random_b64(),
+    }
+}
+
+// ------------------------------------------------------------ the contract
+
+async fn ping_answers<S: Store>(b: &Backend<S>) {
+    b.store.ping().await.unwrap();
+}
+
+async fn session_round_trip<S: Store>(b: &Backend<S>) {
+    let s = session(&new_id());
+    b.store.create_session(&s, LONG).await.unwrap();
+    assert_eq!(b.store.get_session(&s.id).await.unwrap(), Some(s.clone()));
+    // Anonymous sessions (no user, no auth_ref, empty data) round-trip too.
+    let mut anon = session(&new_id());
+    anon.user_id = None;
+    anon.auth_ref = None;
+    anon.data.clear();
+    anon.joined_sites.clear();
+    b.store.create_session(&anon, LONG).await.unwrap();
+    assert_eq!(b.store.get_session(&anon.id).await.unwrap(), Some(anon));
+    // An id never stored reads as missing.
+    assert_eq!(b.store.get_session(&new_id()).await.unwrap(), None);
+}
+
+async fn create_never_overwrites<S: Store>(b: &Backend<S>) {
+    let s = session(&new_id());
+    b.store.create_session(&s, LONG).await.unwrap();
+    let mut other = next_version(&s, "planted");
+    other.version = 1;
+    assert_eq!(
+        b.store.create_session(&other, LONG).await,
+        Err(StoreError::AlreadyExists)
+    );
+    assert_eq!(b.store.get_session(&s.id).await.unwrap(), Some(s));
+}
+
+async fn update_with_right_version_saves<S: Store>(b: &Backend<S>) {
+    let v1 = session(&new_id());
+    b.store.create_session(&v1, LONG).await.unwrap();
+    let v2 = next_version(&v1, "chair");
+    assert_eq!(
+        b.store.update_session(&v2, 1, LONG).await.unwrap(),
+        UpdateOutcome::Saved
+    );
+    assert_eq!(b.store.get_session(&v1.id).await.unwrap(), Some(v2.clone()));
+    let v3 = next_version(&v2, "desk");
+    assert_eq!(
+        b.store.update_session(&v3, 2, LONG).await.unwrap(),
+        UpdateOutcome::Saved
+    );
+    assert_eq!(b.store.get_session(&v1.id).await.unwrap(), Some(v3));
+}
+
+async fn update_with_stale_version_conflicts<S: Store>(b: &Backend<S>) {
+    let v1 = session(&new_id());
+    b.store.create_session(&v1, LONG).await.unwrap();
+    let v2 = next_version(&v1, "chair");
+    assert_eq!(
+        b.store.update_session(&v2, 1, LONG).await.unwrap(),
+        UpdateOutcome::Saved
+    );
+    // A writer that still holds v1 loses, and learns the current version.
+    let stale = next_version(&v1, "stale");
+    assert_eq!(
+        b.store.update_session(&stale, 1, LONG).await.unwrap(),
+        UpdateOutcome::Conflict { current_version: 2 }
+    );
+    // A version from the future loses too.
+    assert_eq!(
+        b.store.update_session(&stale, 7, LONG).await.unwrap(),
+        UpdateOutcome::Conflict { current_version: 2 }
+    );
+    assert_eq!(b.store.get_session(&v1.id).await.unwrap(), Some(v2));
+}
+
+async fn update_of_missing_session_is_missing<S: Store>(b: &Backend<S>) {
+    let s = next_version(&session(&new_id()), "ghost");
+    assert_eq!(
+        b.store.update_session(&s, 1, LONG).await.unwrap(),
+        UpdateOutcome::Missing
+    );
+    // Update never creates.
+    assert_eq!(b.store.get_session(&s.id).await.unwrap(), None);
+}
+
+async fn delete_reports_whether_it_existed<S: Store>(b: &Backend<S>) {
+    let s = session(&new_id());
+    b.store.create_session(&s, LONG).await.unwrap();
+    assert!(b.store.delete_session(&s.id).await.unwrap());
+    assert_eq!(b.store.get_session(&s.id).await.unwrap(), None);
+    assert!(!b.store.delete_session(&s.id).await.unwrap());
+    // Deleted means gone: an update cannot bring it back.
+    assert_eq!(
+        b.store
+            .update_session(&next_version(&s, "x"), 1, LONG)
+            .await
+            .unwrap(),
+        UpdateOutcome::Missing
+    );
+}
+
+async fn token_is_redeemed_once_then_replayed<S: Store>(b: &Backend<S>) {
+    let jti = new_jti();
+    let rec = record(&new_id());
+    b.store.put_token(&jti, &rec, LONG).await.unwrap();
+    assert_eq!(
+        b.store.consume_token(&jti).await.unwrap(),
+        ConsumeOutcome::Redeemed(rec.clone())
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            b.store.consume_token(&jti).await.unwrap(),
+            ConsumeOutcome::Replayed(rec.clone())
+        );
+    }
+    assert_eq!(
+        b.store.consume_token(&new_jti()).await.unwrap(),
+        ConsumeOutcome::Unknown
+    );
+}
+
+async fn token_put_never_overwrites<S: Store>(b: &Backend<S>) {
+    let jti = new_jti();
+    let rec = record(&new_id());
+    b.store.put_token(&jti, &rec, LONG).await.unwrap();
+    let planted = record(&new_id());
+    assert_eq!(
+        b.store.put_token(&jti, &planted, LONG).await,
+        Err(StoreError::AlreadyExists)
+    );
+    assert_eq!(
+        b.store.consume_token(&jti).await.unwrap(),
+        ConsumeOutcome::Redeemed(rec.clone())
+    );
+    // A consumed token cannot be reset to pending by writing it again.
+    assert_eq!(
+        b.store.put_token(&jti, &rec, LONG).await,
+        Err(StoreError::AlreadyExists)
+    );
+    assert_eq!(
+        b.store.consume_token(&jti).await.unwrap(),
+        ConsumeOutcome::Replayed(rec)
+    );
+}
+
+async fn concurrent_consumers_see_exactly_one_redemption<S>(b: &Backend<S>)
+where
+    S: Store + Clone + 'static,
+{
+    const CALLERS: usize = 50;
+    let jti = new_jti();
+    let rec = record(&new_id());
+    b.store.put_token(&jti, &rec, LONG).await.unwrap();
+    let start = Arc::new(tokio::sync::Barrier::new(CALLERS));
+    let tasks = (0..CALLERS).map(|_| {
+        let store = b.store.clone();
+        let jti = jti.clone();
+        let start = Arc::clone(&start);
+        tokio::spawn(async move {
+            start.wait().await;
+            store.consume_token(&jti).await
+        })
+    });
+    let outcomes: Vec<ConsumeOutcome> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap().unwrap())
+        .collect();
+    let redeemed = outcomes
+        .iter()
+        .filter(|o| **o == ConsumeOutcome::Redeemed(rec.clone()))
+        .count();
+    let replayed = outcomes
+        .iter()
+        .filter(|o| **o == ConsumeOutcome::Replayed(rec.clone()))
+        .count();
+    assert_eq!((redeemed, replayed), (1, CALLERS - 1), "{outcomes:?}");
+}
+
+async fn records_expire<S: Store>(b: &Backend<S>) {
+    // Short-lived records of every kind...
+    let short = session(&new_id());
+    b.store.create_session(&short, SHORT).await.unwrap();
+    let pending_jti = new_jti();
+    b.store
+        .put_token(&pending_jti, &record(&new_id()), SHORT)
+        .await
+        .unwrap();
+    // ...a consumed token keeps its TTL (it must not live on forever)...
+    let consumed_jti = new_jti();
+    let consumed_rec = record(&new_id());
+    b.store
+        .put_token(&consumed_jti, &consumed_rec, SHORT)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.store.consume_token(&consumed_jti).await.unwrap(),
+        ConsumeOutcome::Redeemed(consumed_rec)
+    );
+    // ...an update sets the TTL it is given, shorter...
+    let shortened = session(&new_id());
+    b.store.create_session(&shortened, LONG).await.unwrap();
+    b.store
+        .update_session(&next_version(&shortened, "a"), 1, SHORT)
+        .await
+        .unwrap();
+    // ...or longer (sliding idle timeout).
+    let extended = session(&new_id());
+    b.store.create_session(&extended, SHORT).await.unwrap();
+    let extended_v2 = next_version(&extended, "b");
+    assert_eq!(
+        b.store.update_session(&extended_v2, 1, LONG).await.unwrap(),
+        UpdateOutcome::Saved
+    );
+    let long = session(&new_id());
+    b.store.create_session(&long, LONG).await.unwrap();
+
+    tokio::time::sleep(PAST_SHORT).await;
+
+    assert_eq!(b.store.get_session(&short.id).await.unwrap(), None);
+    assert_eq!(
+        b.store
+            .update_session(&next_version(&short, "late"), 1, LONG)
+            .await
+            .unwrap(),
+        UpdateOutcome::Missing
+    );
+    assert!(!b.store.delete_session(&short.id).await.unwrap());
+    assert_eq!(
+        b.store.consume_token(&pending_jti).await.unwrap(),
+        ConsumeOutcome::Unknown
+    );
+    assert_eq!(
+        b.store.consume_token(&consumed_jti).await.unwrap(),
+        ConsumeOutcome::Unknown
+    );
+    assert_eq!(b.store.get_session(&shortened.id).await.unwrap(), None);
+    assert_eq!(
+        b.store.get_session(&extended.id).await.unwrap(),
+        Some(extended_v2)
+    );
+    assert_eq!(b.store.get_session(&long.id).await.unwrap(), Some(long));
+    // An expired id is free again.
+    b.store.create_session(&short, LONG).await.unwrap();
+    assert_eq!(b.store.get_session(&short.id).await.unwrap(), Some(short));
+}
+
+async fn keys_are_namespaced<S: Store>(b: &Backend<S>) {
+    let s = session(&new_id());
+    b.store.create_session(&s, LONG).await.unwrap();
+    // A token whose jti equals the session id does not see the session...
+    let jti = s.id.expose().to_owned();
+    assert_eq!(
+        b.store.consume_token(&jti).await.unwrap(),
+        ConsumeOutcome::Unknown
+    );
+    // ...can be stored without colliding with it...
+    let rec = record(&new_id());
+    b.store.put_token(&jti, &rec, LONG).await.unwrap();
+    assert_eq!(b.store.get_session(&s.id).await.unwrap(), Some(s.clone()));
+    // ...and deleting the session leaves the token alone, and vice versa.
+    assert!(b.store.delete_session(&s.id).await.unwrap());
+    assert_eq!(
+        b.store.consume_token(&jti).await.unwrap(),
+        ConsumeOutcome::Redeemed(rec)
+    );
+    b.store.create_session(&s, LONG).await.unwrap();
+    assert_eq!(b.store.get_session(&s.id).await.unwrap(), Some(s));
+}
+
+/// One `#[tokio::test]` per case and backend: `memory_store::<case>`, `redis_store::<case>`.
+macro_rules! contract {
+    ($($case:ident),+ $(,)?) => {
+        mod memory_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = super::memory_backend();
+                    super::$case(&backend).await;
+                }
+            )+
+        }
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = super::redis_backend().await;
+                    super::$case(&backend).await;
+                }
+            )+
+        }
+    };
+}
+
+contract!(
+    ping_answers,
+    session_round_trip,
+    create_never_overwrites,
+    update_with_right_version_saves,
+    update_with_stale_version_conflicts,
+    update_of_missing_session_is_missing,
+    delete_reports_whether_it_existed,
+    token_is_redeemed_once_then_replayed,
+    token_put_never_overwrites,
+    concurrent_consumers_see_exactly_one_redemption,
+    records_expire,
+    keys_are_namespaced,
+);
+
+// ------------------------------------------------------ backend specifics
+
+/// Memory expiry to the millisecond, on a manual clock (no sleeping).
+#[tokio::test]
+async fn memory_expiry_is_exact_on_a_manual_clock() {
+    let start = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    let clock = Clock::manual(start);
+    let store = MemoryStore::new(clock.clone());
+    let s = session(&new_id());
+    let jti = new_jti();
+    let rec = record(&s.id);
+    store.create_session(&s, SHORT).await.unwrap();
+    store.put_token(&jti, &rec, SHORT).await.unwrap();
+    clock.advance(Duration::from_millis(999));
+    assert_eq!(store.get_session(&s.id).await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        store.consume_token(&jti).await.unwrap(),
+        ConsumeOutcome::Redeemed(rec)
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(store.get_session(&s.id).await.unwrap(), None);
+    assert_eq!(
+        store.consume_token(&jti).await.unwrap(),
+        ConsumeOutcome::Unknown
+    );
+}
+
+/// Runs `op` and insists it answers (rather than hangs) within 10 s.
+async fn answers_in_time<T>(what: &str, op: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(10), op)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung while redis was down"));
+    eprintln!("{what}: answered in {:?}", started.elapsed());
+    out
+}
+
+fn assert_unavailable<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, StoreError>,
+    secrets: &[&str],
+) {
+    match result {
+        Err(StoreError::Unavailable(why)) => {
+            for secret in secrets {
+                assert!(
+                    !why.contains(secret),
+                    "{what}: error text leaks a secret: {why}"
+                );
+            }
+        }
+        other => panic!("{what}: expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_closed_and_recovers_on_the_same_store() {
+    let mut server = start_redis().await;
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let s = session(&new_id());
+    let jti = new_jti();
+    let rec = record(&s.id);
+    store.create_session(&s, LONG).await.unwrap();
+    store.put_token(&jti, &rec, LONG).await.unwrap();
+
+    server.kill();
+    let secrets = [s.id.expose(), jti.as_str(), rec.challenge.as_str()];
+
+    // Every operation fails closed, promptly. In particular a redemption is
+    // Unavailable, never Unknown or Redeemed.
+    for round in 0..2 {
+        let r = answers_in_time("ping", store.ping()).await;
+        assert_unavailable(&format!("ping #{round}"), r, &secrets);
+        let r = answers_in_time("consume_token", store.consume_token(&jti)).await;
+        assert_unavailable("consume_token", r, &secrets);
+        let r = answers_in_time("get_session", store.get_session(&s.id)).await;
+        assert_unavailable("get_session", r, &secrets);
+        let r = answers_in_time(
+            "create_session",
+            store.create_session(&session(&new_id()), LONG),
+        )
+        .await;
+        assert_unavailable("create_session", r, &secrets);
+        let r = answers_in_time(
+            "update_session",
+            store.update_session(&next_version(&s, "x"), 1, LONG),
+        )
+        .await;
+        assert_unavailable("update_session", r, &secrets);
+        let r = answers_in_time("delete_session", store.delete_session(&s.id)).await;
+        assert_unavailable("delete_session", r, &secrets);
+        let r = answers_in_time("put_token", store.put_token(&new_jti(), &rec, LONG)).await;
+        assert_unavailable("put_token", r, &secrets);
+    }
+
+    tokio::task::block_in_place(|| server.restart());
+
+    // The same store reconnects by itself (the first call after the restart
+    // may still report the outage it saw).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match answers_in_time("ping after restart", store.ping()).await {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "no recovery within 10 s: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The restarted server is empty (no persistence); everything works again,
+    // scripts included (they are reloaded after NOSCRIPT).
+    assert_eq!(store.get_session(&s.id).await.unwrap(), None);
+    store.create_session(&s, LONG).await.unwrap();
+    assert_eq!(store.get_session(&s.id).await.unwrap(), Some(s.clone()));
+    let v2 = next_version(&s, "after");
+    assert_eq!(
+        store.update_session(&v2, 1, LONG).await.unwrap(),
+        UpdateOutcome::Saved
+    );
+    store.put_token(&jti, &rec, LONG).await.unwrap();
+    assert_eq!(
+        store.consume_token(&jti).await.unwrap(),
+        ConsumeOutcome::Redeemed(rec.clone())
+    );
+    assert_eq!(
+        store.consume_token(&jti).await.unwrap(),
+        ConsumeOutcome::Replayed(rec)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_hungserver_times_out_and_replies_stay_in_order() {
+    let backend = redis_backend().await;
+    let store = &backend.store;
+    let server = backend.server.as_ref().unwrap();
+    let s = session(&new_id());
+    let jti = new_jti();
+    let rec = record(&s.id);
+    store.create_session(&s, LONG).await.unwrap();
+    store.put_token(&jti, &rec, LONG).await.unwrap();
+
+    server.pause();
+    // Nothing answers: each call gives up on its own (response timeout).
+    let r = answers_in_time("get_session (hung)", store.get_session(&s.id)).await;
+    assert_unavailable("get_session (hung)", r, &[s.id.expose()]);
+    let r = answers_in_time("ping (hung)", store.ping()).await;
+    assert_unavailable("ping (hung)", r, &[]);
+    server.resume();
+
+    // The late replies to the abandoned calls must not be handed to later
+    // calls: every answer below belongs to its own request.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "no recovery after SIGCONT");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(store.get_session(&s.id).await.unwrap(), Some(s.clone()));
+        assert_eq!(
+            store.consume_token(&new_jti()).await.unwrap(),
+            ConsumeOutcome::Unknown
+        );
+    }
+    assert_eq!(
+        store.consume_token(&jti).await.unwrap(),
+        ConsumeOutcome::Redeemed(rec)
+    );
+}
+
+#[tokio::test]
+async fn redis_connect_to_nothing_is_unavailable_quickly() {
+    // A port that nothing listens on (picked free, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let result = answers_in_time("connect", RedisStore::connect(&url)).await;
+    assert!(matches!(result, Err(StoreError::Unavailable(_))));
+    let result = answers_in_time("connect", RedisStore::connect("not a url")).await;
+    assert!(matches!(result, Err(StoreError::Unavailable(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_reports_unreadable_records_as_corrupt() {
+    let backend = redis_backend().await;
+    let server = backend.server.as_ref().unwrap();
+    let s = session(&new_id());
+    let jti = new_jti();
+    // Write garbage straight into the store's keys.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let set = |key: String, value: &'static str| redis::cmd("SET").arg(key).arg(value).clone();
+    set(format!("sb:s:{}", s.id.expose()), "{not json")
+        .exec_async(&mut con)
+        .await
+        .unwrap();
+    set(format!("sb:t:{jti}"), "x|shop|chal|nope")
+        .exec_async(&mut con)
+        .await
+        .unwrap();
+    assert!(matches!(
+        backend.store.get_session(&s.id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        backend
+            .store
+            .update_session(&next_version(&s, "x"), 1, LONG)
+            .await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        backend.store.consume_token(&jti).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    // A record whose stored id differs from its key is not trusted.
+    let other = session(&new_id());
+    let json = serde_json::to_string(&other).unwrap();
+    redis::cmd("SET")
+        .arg(format!("sb:s:{}", s.id.expose()))
+        .arg(json)
+        .exec_async(&mut con)
+        .await
+        .unwrap();
+    assert!(matches!(
+        backend.store.get_session(&s.id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}

@@ -1,0 +1,85 @@
+//! Spawns the real bridge on a free loopback port, on either store.
+
+use super::redis_server::RedisServer;
+use session_bridge::clock::Clock;
+use session_bridge::config::{Config, StoreKind, demo_config};
+use session_bridge::token::{KeySet, TokenService};
+use std::net::TcpListener;
+use tempfile::TempDir;
+use time::OffsetDateTime;
+
+pub const API_KEY: &str = "test-api-key-0123456789";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+/// A running bridge with the demo's three sites on `*.localhost:PORT`.
+pub struct TestApp {
+    pub port: u16,
+    pub clock: Clock,
+    pub keys_dir: TempDir,
+    pub config: Config,
+    pub redis: Option<RedisServer>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Spawns with the demo configuration changed by `customize`.
+    pub async fn spawn_with(backend: Backend, customize: impl FnOnce(&mut Config)) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let keys_dir = tempfile::tempdir().unwrap();
+        let mut config = demo_config("127.0.0.1:0", port);
+        config.tokens.keys_dir = keys_dir.path().to_owned();
+        config.api.keys = vec![API_KEY.to_owned()];
+        config.server.workers = 2;
+        let redis = match backend {
+            Backend::Memory => None,
+            Backend::Redis => {
+                let server = RedisServer::start();
+                config.store.kind = StoreKind::Redis;
+                config.store.url = Some(server.url());
+                Some(server)
+            }
+        };
+        customize(&mut config);
+        // A manual clock starting now: tests move time instead of sleeping.
+        let clock = Clock::manual(OffsetDateTime::now_utc());
+        let prepared = session_bridge::app::prepare(&config, clock.clone(), true)
+            .await
+            .unwrap();
+        let server = session_bridge::http::serve(prepared.state, listener, 2).unwrap();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            port,
+            clock,
+            keys_dir,
+            config,
+            redis,
+            handle,
+        }
+    }
+
+    /// `http://{site}.localhost:{port}`
+    pub fn origin(&self, site: &str) -> String {
+        format!("http://{site}.localhost:{}", self.port)
+    }
+
+    /// A token service with the bridge's own keys, to forge tokens with.
+    pub fn token_service(&self) -> TokenService {
+        let keys = KeySet::load(self.keys_dir.path(), self.config.tokens.algorithm, None).unwrap();
+        TokenService::new(keys, 30, 5)
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}

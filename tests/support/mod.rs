@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests (`mod support;`).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod app;
+pub mod browser;
+pub mod redis_server;
