@@ -100,15 +100,7 @@ async fn current_session(
 
 /// Demo POSTs accept only same-origin requests (login CSRF defence).
 fn require_same_origin(req: &HttpRequest, site: &Arc<Site>) -> Result<(), HttpError> {
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    let same = match origin {
-        Some(origin) => site.origins.iter().any(|o| o.to_string() == origin),
-        None => true,
-    };
-    if same {
+    if request::is_same_origin_request(req, site) {
         Ok(())
     } else {
         Err(HttpError::new(

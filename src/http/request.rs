@@ -175,3 +175,22 @@ pub async fn read_body(
         )),
     }
 }
+
+/// Whether a state-changing request comes from the site's own pages.
+///
+/// `Sec-Fetch-Site` decides when the browser sends it. Otherwise `Origin`
+/// must be one of the site's origins. Pages served with
+/// `Referrer-Policy: no-referrer` make browsers send `Origin: null` on their
+/// own form posts, so `null` is only trusted together with
+/// `Sec-Fetch-Site: same-origin`. A request with neither header is not from
+/// a browser and passes (browsers always send one on a cross-origin POST).
+pub fn is_same_origin_request(req: &HttpRequest, site: &Site) -> bool {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Some(fetch_site) = header("sec-fetch-site") {
+        return fetch_site == "same-origin";
+    }
+    match header("origin") {
+        Some(origin) => site.origins.iter().any(|o| o.to_string() == origin),
+        None => true,
+    }
+}
