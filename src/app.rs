@@ -8,14 +8,15 @@ use crate::http::AppState;
 use crate::sessions::SessionPolicy;
 use crate::store::{AnyStore, MemoryStore, RedisStore, StoreError};
 use crate::token::{KeyError, KeySet, TokenService};
-use crate::topology::{Topology, TopologyError};
+use crate::topology::Finding;
+use crate::topology::check::check;
 use std::fmt;
 use std::sync::Arc;
 
 /// Why the bridge refuses to start.
 #[derive(Debug)]
 pub enum StartError {
-    Topology(Vec<TopologyError>),
+    Topology(Vec<Finding>),
     Keys(KeyError),
     Store(StoreError),
     Secret(SecretError),
@@ -28,7 +29,7 @@ impl fmt::Display for StartError {
             Self::Topology(errors) => {
                 writeln!(f, "the configuration has {} error(s):", errors.len())?;
                 for e in errors {
-                    writeln!(f, "  {e}")?;
+                    writeln!(f, "  {e}\n      fix: {}", e.fix)?;
                 }
                 Ok(())
             }
@@ -49,37 +50,14 @@ pub struct Prepared {
     pub generated_api_key: Option<String>,
 }
 
-/// Checks limits that are not about sites.
-fn check_settings(config: &Config) -> Result<(), StartError> {
-    let tokens = &config.tokens;
-    if tokens.ttl.get() == 0 || tokens.ttl.get() > 120 {
-        return Err(StartError::Settings(format!(
-            "[tokens] ttl is {}; it must be 1s to 120s",
-            tokens.ttl
-        )));
-    }
-    if tokens.leeway.get() > 5 {
-        return Err(StartError::Settings(format!(
-            "[tokens] leeway is {}; it must be 0s to 5s",
-            tokens.leeway
-        )));
-    }
-    let sessions = &config.sessions;
-    if sessions.idle_timeout.get() == 0
-        || sessions.absolute_timeout.get() < sessions.idle_timeout.get()
-    {
-        return Err(StartError::Settings(
-            "[sessions] idle_timeout must be positive and at most absolute_timeout".to_owned(),
-        ));
-    }
-    Ok(())
-}
-
 /// Builds everything a server needs from `config`. In `demo` mode an unset
 /// API key is replaced by a random one, returned for printing.
 pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepared, StartError> {
-    check_settings(config)?;
-    let topology = Topology::build(&config.sites).map_err(StartError::Topology)?;
+    let (report, topology) = check(config);
+    for warning in &report.warnings {
+        tracing::warn!(code = warning.code, fix = warning.fix, "{warning}");
+    }
+    let topology = topology.ok_or(StartError::Topology(report.errors))?;
     let keys = KeySet::load_or_create(
         &config.tokens.keys_dir,
         config.tokens.algorithm,

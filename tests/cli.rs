@@ -277,7 +277,28 @@ fn check_exit_codes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SameSite=Lax"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SameSite=Lax"), "{text}");
+    assert!(text.contains("alpha -> beta: cross-site"), "{text}");
+    assert!(text.contains("flow A redirect  yes"), "{text}");
+    assert!(text.contains("0 error(s), 0 warning(s)"), "{text}");
+    let out = Command::new(BIN)
+        .args(["check", "--format", "json", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["sites"][0]["cookie"]["same_site"], "Lax");
+    assert_eq!(report["sites"][0]["cookie"]["secure"], true);
+    assert_eq!(report["sites"][0]["cookie"]["name"], "__Host-sb");
+    assert_eq!(report["pairs"][0]["relation"], "cross-site");
+    assert_eq!(report["pairs"][0]["flows"][1]["flow"], "redirect");
+    assert_eq!(report["errors"].as_array().unwrap().len(), 0);
+    // With no --config, check reports on the demo.
+    let demo = Command::new(BIN).arg("check").output().unwrap();
+    assert_eq!(demo.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&demo.stdout).contains("account -> shop: cross-site"));
 
     let broken = dir.path().join("broken.toml");
     std::fs::write(&broken, "[tokens]\nttl = \n").unwrap();
@@ -301,11 +322,30 @@ fn check_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stderr.contains("origin_path") && stderr.contains("partner_unknown"),
-        "{stderr}"
+        stdout.contains("error [origin_path]") && stdout.contains("error [partner_unknown]"),
+        "{stdout}"
     );
+    assert!(stdout.contains("fix: remove the path"), "{stdout}");
+    let out = Command::new(BIN)
+        .args(["check", "--format", "json", "--config"])
+        .arg(&invalid)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let codes: Vec<&str> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert!(
+        codes.contains(&"origin_path") && codes.contains(&"partner_unknown"),
+        "{codes:?}"
+    );
+    assert!(report["errors"][0]["fix"].is_string());
 
     let missing = Command::new(BIN)
         .args(["check", "--config", "/nonexistent.toml"])

@@ -1,9 +1,11 @@
 //! The command line: `serve` (default), `check`, `keys generate|rotate`.
 
+mod check;
+
 use crate::app::{StartError, prepare};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, TokenAlgorithm, demo_config, process_env};
-use crate::topology::Topology;
+use crate::topology::check::check as check_topology;
 use clap::{Parser, Subcommand};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -30,16 +32,26 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Validate the configuration and print each site's cookie and relations.
+    /// Validate the configuration and print each site's cookie, the relation
+    /// of every pair of sites and the flows that work between them. Exit
+    /// status: 0 no error, 1 errors, 2 unreadable or unparsable file.
     Check {
         #[arg(long)]
         config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
     },
     /// Manage signing keys in `[tokens] keys_dir`.
     Keys {
         #[command(subcommand)]
         action: KeysAction,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -91,7 +103,7 @@ pub fn run() -> ExitCode {
         listen: None,
     }) {
         Command::Serve { config, listen } => serve(config, listen),
-        Command::Check { config } => check(config),
+        Command::Check { config, format } => check(config, format),
         Command::Keys {
             action: KeysAction::Generate(args) | KeysAction::Rotate(args),
         } => generate_key(args),
@@ -162,42 +174,22 @@ fn fail(message: &str, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn check(config_path: Option<PathBuf>) -> ExitCode {
+fn check(config_path: Option<PathBuf>, format: Format) -> ExitCode {
     let (config, _) = match load(config_path.as_ref(), "127.0.0.1:8080", 8080) {
         Ok(loaded) => loaded,
         Err(e) => return fail(&e.to_string(), 2),
     };
-    let topology = match Topology::build(&config.sites) {
-        Ok(t) => t,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("error {e}");
-            }
-            return ExitCode::from(1);
-        }
+    let (report, _) = check_topology(&config);
+    let text = match format {
+        Format::Text => check::render_text(&report),
+        Format::Json => check::render_json(&report),
     };
-    for site in topology.sites() {
-        let c = &site.cookie;
-        println!("site {}", site.id);
-        for origin in &site.origins {
-            println!("  origin {origin}");
-        }
-        println!(
-            "  cookie {}: SameSite={} ({}), Secure={} ({}), HttpOnly",
-            c.name, c.same_site, c.same_site_reason, c.secure, c.secure_reason
-        );
-        for partner in &site.partners {
-            if let Some(other) = topology.site(partner) {
-                println!(
-                    "  hands to {partner}: {}",
-                    site.primary_origin()
-                        .relation(other.primary_origin())
-                        .as_str()
-                );
-            }
-        }
+    println!("{text}");
+    if report.has_errors() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
-    ExitCode::SUCCESS
 }
 
 fn generate_key(args: KeyArgs) -> ExitCode {
