@@ -67,6 +67,25 @@ fn assert_error(page: &Page, status: StatusCode, code: &str) {
         page.header("location").is_none(),
         "an error never redirects"
     );
+    // Error answers carry the same security headers as every bridge response.
+    assert_eq!(page.header("cache-control"), Some("no-store"), "{code}");
+    assert_eq!(
+        page.header("referrer-policy"),
+        Some("no-referrer"),
+        "{code}"
+    );
+    assert_eq!(
+        page.header("x-content-type-options"),
+        Some("nosniff"),
+        "{code}"
+    );
+    if page
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/html"))
+    {
+        let csp = page.header("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("default-src 'none'"), "{code}: {csp}");
+    }
 }
 
 async fn query_mode_hands_the_session_over(backend: Backend) {
@@ -191,12 +210,97 @@ async fn a_replayed_token_is_refused_and_revokes(backend: Backend) {
         browser.get(accept.as_str()).await.status,
         StatusCode::SEE_OTHER
     );
+    // The same browser again (a lost response, a double submit): refused,
+    // but only this browser holds the verifier, so nothing leaked.
     browser.set_cookie("shop.localhost", "__Host-sb-state", &state);
-    let replay = browser.get(accept.as_str()).await;
-    assert_error(&replay, StatusCode::UNAUTHORIZED, "token_replayed");
-    // revoke_on_replay: the session is gone on every site.
+    let retry = browser.get(accept.as_str()).await;
+    assert_error(&retry, StatusCode::UNAUTHORIZED, "token_replayed");
+    let account = browser.visit(&format!("{}/", app.origin("account"))).await;
+    assert!(
+        account.body.contains("carol"),
+        "a retry revokes nothing: {}",
+        account.body
+    );
+    // The token used again from another browser: it leaked. Refused as a
+    // replay (not as a missing state), and the session dies everywhere.
+    let mut thief = Browser::new(app.port);
+    let stolen = thief.get(accept.as_str()).await;
+    assert_error(&stolen, StatusCode::UNAUTHORIZED, "token_replayed");
     let account = browser.visit(&format!("{}/", app.origin("account"))).await;
     assert!(account.body.contains("not signed in"), "{}", account.body);
+    let shop = browser.get(&format!("{}/", app.origin("shop"))).await;
+    assert_eq!(
+        shop.status,
+        StatusCode::SEE_OTHER,
+        "shop's copy of the session is gone too"
+    );
+}
+
+async fn a_junk_token_does_not_cancel_a_hand_off(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut browser = Browser::new(app.port);
+    sign_in(&app, &mut browser, "nina").await;
+    let accept = accept_url(&app, &mut browser, "shop", "account").await;
+    // Another site sends the browser to accept with a junk token first.
+    let junk = browser
+        .get(&format!("{}/bridge/accept?token=junk", app.origin("shop")))
+        .await;
+    assert_error(&junk, StatusCode::BAD_REQUEST, "token_malformed");
+    assert!(
+        junk.set_cookie("__Host-sb-state").is_none(),
+        "the state cookie is left alone"
+    );
+    assert_eq!(
+        browser.get(accept.as_str()).await.status,
+        StatusCode::SEE_OTHER
+    );
+}
+
+async fn return_paths_of_the_receiving_site_apply(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.sites[1].return_paths = vec!["/cart".into(), "/".into()];
+        config.sites[2].return_paths = vec!["/orders".into()];
+    })
+    .await;
+    let mut browser = Browser::new(app.port);
+    sign_in(&app, &mut browser, "oscar").await;
+    for (path, ok) in [
+        ("/orders", true),
+        ("/orders/7?x=1", true),
+        ("/ordersx", false),
+        ("/", false),
+        ("/cart", false),
+    ] {
+        let page = browser
+            .get(&start_url(&app, "checkout", "account", path, "query"))
+            .await;
+        if ok {
+            assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
+        } else {
+            assert_error(&page, StatusCode::BAD_REQUEST, "return_to_invalid");
+        }
+    }
+    // issue checks the RECEIVING site's paths, not its own.
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let issue = format!(
+        "{}/bridge/issue?to=checkout&challenge={challenge}&return_to=%2Fcart",
+        app.origin("account")
+    );
+    assert_error(
+        &browser.get(&issue).await,
+        StatusCode::BAD_REQUEST,
+        "return_to_invalid",
+    );
+    let pages = browser
+        .follow(&start_url(
+            &app,
+            "checkout",
+            "account",
+            "/orders/7",
+            "query",
+        ))
+        .await;
+    assert_eq!(pages.last().unwrap().url.path(), "/orders/7");
 }
 
 async fn fifty_concurrent_redemptions_one_wins(backend: Backend) {
@@ -504,6 +608,31 @@ async fn unknown_sites_and_partners_are_refused(backend: Backend) {
         StatusCode::BAD_REQUEST,
         "invalid_request",
     );
+    for malformed in [
+        "http:a",
+        "https:",
+        "http:\\\\evil.example\\x",
+        "https://",
+        "://",
+        "https://account.localhost:99999",
+        "%00",
+    ] {
+        let page = browser
+            .get(&start_url(&app, "shop", malformed, "/", "query"))
+            .await;
+        assert_error(&page, StatusCode::BAD_REQUEST, "site_unknown");
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        let issue = format!(
+            "{}/bridge/issue?to={}&challenge={challenge}&return_to=%2F",
+            app.origin("account"),
+            urlencode(malformed)
+        );
+        assert_error(
+            &browser.get(&issue).await,
+            StatusCode::BAD_REQUEST,
+            "site_unknown",
+        );
+    }
     let origin_form = browser
         .get(&start_url(
             &app,
@@ -787,6 +916,43 @@ async fn errors_never_show_secrets(backend: Backend) {
     }
 }
 
+async fn api_keys_are_checked_exactly(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let url = format!("http://127.0.0.1:{}/api/v1/sessions", app.port);
+    let client = reqwest::Client::new();
+    let status_with = |authorization: String| {
+        let request = client
+            .post(&url)
+            .header("Authorization", authorization)
+            .json(&serde_json::json!({"site": "shop"}));
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(
+        status_with(format!("Bearer {API_KEY}")).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        status_with(format!("bearer {API_KEY}")).await,
+        StatusCode::CREATED,
+        "the scheme is case-insensitive"
+    );
+    let near_misses = [
+        format!("Bearer {}", &API_KEY[..API_KEY.len() - 1]),
+        format!("Bearer {API_KEY}x"),
+        format!("Basic {API_KEY}"),
+        format!("Bearer{API_KEY}"),
+        "Bearer ".to_owned(),
+        String::new(),
+    ];
+    for authorization in near_misses {
+        assert_eq!(
+            status_with(authorization.clone()).await,
+            StatusCode::UNAUTHORIZED,
+            "{authorization:?}"
+        );
+    }
+}
+
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -804,6 +970,8 @@ on_every_store!(
     query_mode_hands_the_session_over,
     form_post_mode_posts_the_token,
     a_replayed_token_is_refused_and_revokes,
+    a_junk_token_does_not_cancel_a_hand_off,
+    return_paths_of_the_receiving_site_apply,
     fifty_concurrent_redemptions_one_wins,
     a_token_from_another_browser_is_refused,
     the_issuer_must_be_the_one_the_start_named,
@@ -814,6 +982,7 @@ on_every_store!(
     missing_session_policies,
     json_callers_get_problem_details,
     session_api_creates_sessions,
+    api_keys_are_checked_exactly,
     jwks_publishes_public_keys_only,
     errors_never_show_secrets,
 );

@@ -161,8 +161,8 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "IPv4 loopback, two ports",
-            "http://127.0.0.1:8001",
-            "http://127.0.0.1:8002",
+            "https://127.0.0.1:8001",
+            "https://127.0.0.1:8002",
             "same-site",
         ),
         case(
@@ -173,8 +173,8 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "IPv6 loopback, two ports",
-            "http://[::1]:8001",
-            "http://[::1]:8002",
+            "https://[::1]:8001",
+            "https://[::1]:8002",
             "same-site",
         ),
         case(
@@ -426,6 +426,12 @@ fn every_documented_error_is_refused_with_its_code() {
             c.sites[0].cookie.same_site = SameSiteSetting::Strict;
         }),
         ("site_id_invalid", |c| c.sites[0].id = "A/B".into()),
+        ("login_url_invalid", |c| {
+            c.sites[0].login_url = "/\\evil.example".into()
+        }),
+        ("login_url_invalid", |c| {
+            c.sites[0].login_url = "https://evil.example/login".into()
+        }),
     ];
     for (code, change) in cases {
         let mut config = two_sites(

@@ -31,6 +31,13 @@ pub fn render_text(report: &Report) -> String {
             .map_or_else(|| "no Domain".to_owned(), |d| format!("Domain={d}"));
         let _ = writeln!(out, "    {scope:<16} {}", c.scope_reason);
     }
+    for relation in &report.relations {
+        let _ = writeln!(
+            out,
+            "relation {} ~ {}: {}",
+            relation.a, relation.b, relation.relation
+        );
+    }
     for pair in &report.pairs {
         let _ = writeln!(out, "{} -> {}: {}", pair.from, pair.to, pair.relation);
         for flow in &pair.flows {

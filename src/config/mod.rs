@@ -175,7 +175,7 @@ fn default_absolute() -> Seconds {
     Seconds::new(12 * 3600)
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     #[serde(default = "default_audit_file")]
@@ -200,7 +200,7 @@ fn default_audit_file() -> Option<PathBuf> {
     Some(PathBuf::from("audit.log"))
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     #[serde(default)]
@@ -229,7 +229,7 @@ fn default_rejections() -> u32 {
     20
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Bearer keys for `/api/v1` (`env:NAME` or the value).
@@ -323,6 +323,33 @@ fn default_return_paths() -> Vec<String> {
 }
 fn default_login_url() -> String {
     "/login".to_owned()
+}
+
+/// Secrets are never printed: `Debug` shows how many there are.
+impl fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiConfig {{ keys: [{} redacted] }}", self.keys.len())
+    }
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AdminConfig {{ tokens: [{} redacted] }}",
+            self.tokens.len()
+        )
+    }
+}
+
+impl fmt::Debug for AuditConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditConfig")
+            .field("file", &self.file)
+            .field("redis_stream", &self.redis_stream)
+            .field("key", &self.key.as_ref().map(|_| "redacted"))
+            .finish()
+    }
 }
 
 /// Why the configuration could not be loaded.

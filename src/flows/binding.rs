@@ -40,15 +40,29 @@ pub fn verifier_matches(verifier: &str, challenge: &str) -> bool {
 
 /// Constant-time equality for secrets of public length.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
-    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    secrets_equal_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// Constant-time equality of byte strings (`subtle`); only the lengths may leak.
+pub fn secrets_equal_bytes(a: &[u8], b: &[u8]) -> bool {
+    bool::from(a.ct_eq(b))
 }
 
 /// What `/bridge/start` leaves in the browser (`__Host-sb-state`): the
 /// verifier and the site the hand-off must come from (mix-up defence).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct BridgeState {
     pub verifier: String,
     pub from_site: String,
+}
+
+impl std::fmt::Debug for BridgeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The verifier is a secret of the browser's; never print it.
+        f.debug_struct("BridgeState")
+            .field("from_site", &self.from_site)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BridgeState {

@@ -6,7 +6,7 @@ use super::{Bridge, FlowError, ResponseMode};
 use crate::audit::{AuditEvent, EventKind, RequestContext};
 use crate::config::MissingSessionPolicy;
 use crate::sessions::{NewSession, SessionError};
-use crate::store::{ConsumeOutcome, SessionId, Store, TokenRecord};
+use crate::store::{ConsumeOutcome, SessionId, Store, TokenRecord, TokenStatus};
 use crate::token::TokenRequest;
 use crate::topology::{Origin, Site};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ pub struct Started {
 }
 
 /// `/bridge/issue` on A: what to answer.
-#[derive(Debug)]
+// No `Debug`: it holds a token.
 pub enum Issued {
     /// Deliver `token` to `accept_url` by redirect or auto-submitted form.
     Deliver {
@@ -255,23 +255,25 @@ impl Bridge {
         if !receiver.accepts_from.contains(&claims.iss) {
             return Err(FlowError::UnknownIssuer);
         }
-        let state = state
-            .and_then(BridgeState::decode)
-            .ok_or(FlowError::StateMissing)?;
-        if state.from_site != claims.iss {
-            return Err(FlowError::IssuerMismatch);
-        }
-        // Binding is checked before consumption: a token planted in another
-        // browser is refused without burning it.
-        if !binding::verifier_matches(&state.verifier, &claims.cch) {
-            return Err(FlowError::BindingMismatch);
+        if let Err(refusal) = Self::check_binding(state, &claims.iss, &claims.cch) {
+            // Not this browser's hand-off. A token that was already used is
+            // being used again from elsewhere: it leaked. One that is still
+            // pending is refused without being burnt (a planted token).
+            if let TokenStatus::Consumed(record) = self.store.peek_token(&claims.jti).await? {
+                self.on_replay(receiver, &claims.iss, &claims.jti, &record, true, ctx)
+                    .await;
+                return Err(FlowError::Replayed);
+            }
+            return Err(refusal);
         }
         let return_to = validate_return_to(&claims.rt, &receiver.return_paths)?.to_owned();
         let record = match self.store.consume_token(&claims.jti).await? {
             ConsumeOutcome::Redeemed(record) => record,
             ConsumeOutcome::Unknown => return Err(FlowError::UnknownToken),
             ConsumeOutcome::Replayed(record) => {
-                self.on_replay(receiver, &claims.iss, &claims.jti, &record, ctx)
+                // Only this browser holds the verifier: a retry (a lost
+                // response, a double submit), refused but not a leak.
+                self.on_replay(receiver, &claims.iss, &claims.jti, &record, false, ctx)
                     .await;
                 return Err(FlowError::Replayed);
             }
@@ -303,24 +305,46 @@ impl Bridge {
         })
     }
 
-    /// A second use means the token leaked: log it and, by policy, revoke
-    /// the session it pointed at everywhere.
+    /// The state cookie must name the token's issuer (mix-up defence) and
+    /// hold the verifier whose hash is the token's challenge.
+    fn check_binding(state: Option<&str>, issuer: &str, challenge: &str) -> Result<(), FlowError> {
+        let state = state
+            .and_then(BridgeState::decode)
+            .ok_or(FlowError::StateMissing)?;
+        if state.from_site != issuer {
+            return Err(FlowError::IssuerMismatch);
+        }
+        if !binding::verifier_matches(&state.verifier, challenge) {
+            return Err(FlowError::BindingMismatch);
+        }
+        Ok(())
+    }
+
+    /// A second use: logged as `token.replayed`. When it comes from another
+    /// browser the token leaked, and by policy the session it pointed at is
+    /// revoked everywhere.
     async fn on_replay(
         &self,
         receiver: &Site,
         issuer: &str,
         jti: &str,
         record: &TokenRecord,
+        leaked: bool,
         ctx: &RequestContext,
     ) {
+        let reason = if leaked {
+            "token_replayed"
+        } else {
+            "same_browser_retry"
+        };
         self.audit.record(
             &AuditEvent::new(EventKind::TokenReplayed, &receiver.id)
                 .partner(issuer)
                 .jti(jti)
-                .reason("token_replayed"),
+                .reason(reason),
             ctx,
         );
-        if self.revoke_on_replay {
+        if leaked && self.revoke_on_replay {
             match self.store.delete_session(&record.session_id).await {
                 Ok(_) => self.audit.record(
                     &AuditEvent::new(EventKind::SessionRevoked, &receiver.id)

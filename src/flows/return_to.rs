@@ -38,7 +38,7 @@ impl fmt::Display for ReturnToError {
             Self::EncodedSeparator => {
                 "return_to must not percent-encode slashes, backslashes, dots or percent signs"
             }
-            Self::DotSegment => "return_to must not contain . or .. segments",
+            Self::DotSegment => "return_to must not contain . or .. segments or a ; in the path",
             Self::NotAllowed => "return_to is not under a path this site allows",
         })
     }
@@ -74,9 +74,11 @@ pub fn validate_return_to<'a>(
     }
     check_escapes(raw)?;
     let path = raw.split_once('?').map_or(raw, |(path, _)| path);
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
+    // `..;` is a dot segment to some servers (Tomcat, Spring): refuse `;` in the path.
+    if path.contains(';')
+        || path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
     {
         return Err(ReturnToError::DotSegment);
     }
@@ -171,6 +173,8 @@ mod tests {
             ("/%252f%252fevil", ReturnToError::EncodedSeparator),
             ("/../admin", ReturnToError::DotSegment),
             ("/a/./b", ReturnToError::DotSegment),
+            ("/app/..;/admin", ReturnToError::DotSegment),
+            ("/app;x=1", ReturnToError::DotSegment),
             ("/\t/evil.example", ReturnToError::ControlCharacter),
             ("/\n/evil.example", ReturnToError::ControlCharacter),
             ("/\r\nSet-Cookie:x", ReturnToError::ControlCharacter),

@@ -4,7 +4,7 @@ use super::AppState;
 use super::error::HttpError;
 use super::request;
 use crate::audit::{AuditEvent, EventKind};
-use crate::flows::binding::secrets_equal;
+use crate::flows::binding::secrets_equal_bytes;
 use crate::sessions::{NewSession, SessionPolicy};
 use crate::store::Session;
 use actix_web::http::{StatusCode, header};
@@ -17,20 +17,26 @@ use time::format_description::well_known::Rfc3339;
 /// Largest JSON body the API reads.
 pub const API_BODY_LIMIT: usize = 64 * 1024;
 
-/// Checks `Authorization: Bearer <key>` against every configured key, each
-/// compared in constant time.
+/// Checks `Authorization: Bearer <key>` against every configured key.
+/// SHA-256 digests are compared in constant time, so neither the content
+/// nor the length of a key leaks through timing; every key is compared.
 pub fn authorize(req: &HttpRequest, keys: &[String]) -> Result<(), HttpError> {
-    let presented = req
+    let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
+    let presented = match header.split_once(' ') {
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => key.trim(),
+        _ => "",
+    };
+    let digest = |text: &str| ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let presented_digest = digest(presented);
     let mut ok = false;
     for key in keys {
-        ok |= !presented.is_empty() && secrets_equal(presented, key);
+        ok |= secrets_equal_bytes(presented_digest.as_ref(), digest(key).as_ref());
     }
-    if ok {
+    if ok && !presented.is_empty() {
         Ok(())
     } else {
         Err(HttpError::new(

@@ -3,8 +3,8 @@
 use super::AppState;
 use super::error::HttpError;
 use super::request::{self, Params, STATE_COOKIE};
+use crate::flows::ResponseMode;
 use crate::flows::redirect::Issued;
-use crate::flows::{FlowError, ResponseMode};
 use crate::store::Store;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -194,18 +194,10 @@ async fn accept(
             &request::context(&req),
         )
         .await;
-    let accepted = match result {
-        Ok(accepted) => accepted,
-        Err(e) => {
-            let mut response = actix_web::ResponseError::error_response(&HttpError::flow(&e, &req));
-            // A refused token leaves the state cookie in place only when the
-            // failure says nothing about this browser's hand-off.
-            if !matches!(e, FlowError::Session(_)) {
-                let _ = response.add_cookie(&request::clear_state_cookie());
-            }
-            return Ok(response);
-        }
-    };
+    // On a refusal the state cookie stays: anyone can send a browser to
+    // this URL with a junk token, and that must not cancel a hand-off in
+    // progress. It expires on its own, and the next start replaces it.
+    let accepted = result.map_err(|e| HttpError::flow(&e, &req))?;
     let mut response = see_other(&accepted.return_to);
     response
         .add_cookie(&request::session_cookie(&site, &accepted.session_id))

@@ -1,6 +1,8 @@
 //! The embedded store: one process, expiry honoured, memory reclaimed.
 
-use super::{ConsumeOutcome, Session, SessionId, Store, StoreError, TokenRecord, UpdateOutcome};
+use super::{
+    ConsumeOutcome, Session, SessionId, Store, StoreError, TokenRecord, TokenStatus, UpdateOutcome,
+};
 use crate::clock::Clock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,6 +188,16 @@ impl Store for MemoryStore {
             entry.value.consumed = true;
             Ok(ConsumeOutcome::Redeemed(record))
         }
+    }
+
+    async fn peek_token(&self, jti: &str) -> Result<TokenStatus, StoreError> {
+        let now = self.now_ms();
+        let maps = self.lock();
+        Ok(match maps.tokens.get(jti).filter(|e| e.expires_at > now) {
+            None => TokenStatus::Unknown,
+            Some(e) if e.value.consumed => TokenStatus::Consumed(e.value.record.clone()),
+            Some(e) => TokenStatus::Pending(e.value.record.clone()),
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -12,7 +12,7 @@ mod types;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
-pub use types::{ConsumeOutcome, Session, SessionId, TokenRecord, UpdateOutcome};
+pub use types::{ConsumeOutcome, Session, SessionId, TokenRecord, TokenStatus, UpdateOutcome};
 
 use std::fmt;
 use std::future::Future;
@@ -109,6 +109,11 @@ pub trait Store: Send + Sync {
         jti: &str,
     ) -> impl Future<Output = Result<ConsumeOutcome, StoreError>> + Send;
 
+    /// Reads a token record's state without changing it (the refusal path
+    /// uses it to tell a replay from a first, refused use).
+    fn peek_token(&self, jti: &str)
+    -> impl Future<Output = Result<TokenStatus, StoreError>> + Send;
+
     /// Whether the backend answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -167,6 +172,9 @@ impl Store for AnyStore {
     }
     async fn consume_token(&self, jti: &str) -> Result<ConsumeOutcome, StoreError> {
         dispatch!(self, s => s.consume_token(jti))
+    }
+    async fn peek_token(&self, jti: &str) -> Result<TokenStatus, StoreError> {
+        dispatch!(self, s => s.peek_token(jti))
     }
     async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping())

@@ -28,7 +28,9 @@
 //!   [`StoreError::Unavailable`] within a few seconds, never a hang; the
 //!   manager reconnects by itself once Redis is back.
 
-use super::{ConsumeOutcome, Session, SessionId, Store, StoreError, TokenRecord, UpdateOutcome};
+use super::{
+    ConsumeOutcome, Session, SessionId, Store, StoreError, TokenRecord, TokenStatus, UpdateOutcome,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
 use std::fmt;
@@ -375,6 +377,19 @@ impl Store for RedisStore {
             )
             .await?;
         set_nx_result(reply)
+    }
+
+    async fn peek_token(&self, jti: &str) -> Result<TokenStatus, StoreError> {
+        let reply = self
+            .query(redis::cmd("GET").arg(super::token_key(jti)))
+            .await?;
+        let Some(bytes) = bytes_reply(reply)? else {
+            return Ok(TokenStatus::Unknown);
+        };
+        Ok(match decode_token(&bytes)? {
+            (TokenState::Pending, record) => TokenStatus::Pending(record),
+            (TokenState::Consumed, record) => TokenStatus::Consumed(record),
+        })
     }
 
     async fn consume_token(&self, jti: &str) -> Result<ConsumeOutcome, StoreError> {

@@ -84,6 +84,14 @@ pub enum ConsumeOutcome {
     Unknown,
 }
 
+/// What [`super::Store::peek_token`] found, without changing anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenStatus {
+    Pending(TokenRecord),
+    Consumed(TokenRecord),
+    Unknown,
+}
+
 /// What [`super::Store::update_session`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpdateOutcome {

@@ -124,17 +124,21 @@ fn hs256_signed_with_the_public_key_is_refused() {
         .as_str()
         .unwrap()
         .to_owned();
+    let raw_public = B64.decode(&public_x).unwrap();
     let message = format!(
         "{}.{}",
         B64.encode(header.to_string()),
         B64.encode(claims.to_string())
     );
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, public_x.as_bytes());
-    let sig = B64.encode(ring::hmac::sign(&key, message.as_bytes()));
-    assert_eq!(
-        service.verify(&format!("{message}.{sig}"), "shop", NOW),
-        Err(TokenError::BadAlgorithm)
-    );
+    // Both spellings of the public key an attacker could use as an HMAC secret.
+    for secret in [public_x.as_bytes(), raw_public.as_slice()] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        let sig = B64.encode(ring::hmac::sign(&key, message.as_bytes()));
+        assert_eq!(
+            service.verify(&format!("{message}.{sig}"), "shop", NOW),
+            Err(TokenError::BadAlgorithm)
+        );
+    }
 }
 
 #[test]
@@ -243,6 +247,8 @@ fn header_problems() {
     let mut embedded = header.clone();
     embedded["jku"] = "https://evil.example/jwks".into();
     embedded["jwk"] = serde_json::json!({"kty": "oct", "k": "AAAA"});
+    embedded["x5u"] = "https://evil.example/cert".into();
+    embedded["x5c"] = serde_json::json!(["MIIB"]);
     assert!(
         service
             .verify(&forge(&service, &embedded, &claims), "shop", NOW)

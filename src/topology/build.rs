@@ -105,11 +105,11 @@ impl Topology {
                     errors.push(Finding::error("return_path_invalid", id, message));
                 }
             }
-            if !config.login_url.starts_with('/') || config.login_url.starts_with("//") {
+            if crate::flows::return_to::validate_local_target(&config.login_url).is_err() {
                 errors.push(Finding::error(
                     "login_url_invalid",
                     id,
-                    "login_url must be a path on the site",
+                    "login_url must be a plain path on the site",
                 ));
             }
             parsed.push(Parsed {

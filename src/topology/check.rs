@@ -11,6 +11,9 @@ use serde::Serialize;
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub sites: Vec<SiteReport>,
+    /// Every unordered pair of sites, partners or not.
+    pub relations: Vec<RelationReport>,
+    /// Every direction in which one site may hand sessions to another.
     pub pairs: Vec<PairReport>,
     pub errors: Vec<Finding>,
     pub warnings: Vec<Finding>,
@@ -34,6 +37,13 @@ pub struct CookieReport {
     /// `Domain` value, or `None` for a host-only cookie.
     pub domain: Option<String>,
     pub scope_reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RelationReport {
+    pub a: String,
+    pub b: String,
+    pub relation: String,
 }
 
 /// One site that may hand sessions to another (each direction is its own entry).
@@ -108,21 +118,21 @@ pub fn check(config: &Config) -> (Report, Option<Topology>) {
             None
         }
     };
-    let (sites, pairs) = match &topology {
+    not_yet_supported(config, &mut findings);
+    let (sites, relations, pairs) = match &topology {
         Some(topology) => {
             site_warnings(topology, &mut findings);
-            (
-                topology.sites().iter().map(|s| site_report(s)).collect(),
-                pair_reports(topology),
-            )
+            let sites = topology.sites().iter().map(|s| site_report(s)).collect();
+            (sites, relation_reports(topology), pair_reports(topology))
         }
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), Vec::new(), Vec::new()),
     };
     let (errors, warnings) = findings
         .into_iter()
         .partition(|f| f.severity == Severity::Error);
     let report = Report {
         sites,
+        relations,
         pairs,
         errors,
         warnings,
@@ -218,6 +228,55 @@ fn site_warnings(topology: &Topology, findings: &mut Vec<Finding>) {
             findings.push(Finding::warning("cookie_none_without_iframe", id, message));
         }
     }
+}
+
+/// Keys that are read but whose feature is not built yet: say so rather
+/// than let an operator believe they are in force.
+fn not_yet_supported(config: &Config, findings: &mut Vec<Finding>) {
+    let mut unsupported = Vec::new();
+    if config.audit.redis_stream {
+        unsupported.push(("[audit] redis_stream", None));
+    }
+    if config.audit.key.is_some() {
+        unsupported.push(("[audit] key", None));
+    }
+    if !config.admin.tokens.is_empty() {
+        unsupported.push(("[admin] tokens", None));
+    }
+    if !config.alerts.webhook_url.is_empty() {
+        unsupported.push(("[alerts] webhook_url", None));
+    }
+    for site in &config.sites {
+        let id = Some(site.id.as_str());
+        if !site.cors_origins.is_empty() {
+            unsupported.push(("cors_origins", id));
+        }
+        if site.delivery != crate::config::Delivery::Cookie {
+            unsupported.push(("delivery = \"header\"", id));
+        }
+        if !site.backchannel_logout_url.is_empty() {
+            unsupported.push(("backchannel_logout_url", id));
+        }
+    }
+    for (key, site) in unsupported {
+        let message = format!("{key} is accepted but not in force in this version");
+        findings.push(Finding::warning("setting_not_yet_supported", site, message));
+    }
+}
+
+fn relation_reports(topology: &Topology) -> Vec<RelationReport> {
+    let sites = topology.sites();
+    let mut relations = Vec::new();
+    for (i, a) in sites.iter().enumerate() {
+        for b in &sites[i + 1..] {
+            relations.push(RelationReport {
+                a: a.id.clone(),
+                b: b.id.clone(),
+                relation: relation(a, b).as_str().to_owned(),
+            });
+        }
+    }
+    relations
 }
 
 fn pair_reports(topology: &Topology) -> Vec<PairReport> {

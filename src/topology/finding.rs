@@ -125,6 +125,9 @@ pub fn fix_for(code: &str) -> &'static str {
         "session_timeouts_invalid" => {
             "make idle_timeout positive and no longer than absolute_timeout"
         }
+        "setting_not_yet_supported" => {
+            "remove the key until the feature ships, or expect it to have no effect"
+        }
         "hs256_shared_secret" => {
             "prefer algorithm = \"EdDSA\": with HS256 anyone who can verify can also sign"
         }

@@ -83,9 +83,19 @@ impl Origin {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(refuse("origin_userinfo", text, "user info is not allowed"));
         }
-        // `Url` turns "https://a" into "https://a/": anything after the authority is refused.
-        let after_scheme = &text[scheme.as_str().len() + 3..];
-        if after_scheme.contains(['/', '?', '#'])
+        // `Url` accepts "http:a" and turns "https://a" into "https://a/": so
+        // demand the literal `scheme://` and refuse anything after the authority.
+        let after_scheme = text
+            .get(scheme.as_str().len()..)
+            .and_then(|rest| rest.strip_prefix("://"))
+            .ok_or_else(|| {
+                refuse(
+                    "origin_invalid",
+                    text,
+                    "an origin is written scheme://host[:port]",
+                )
+            })?;
+        if after_scheme.contains(['/', '?', '#', '\\'])
             || url.query().is_some()
             || url.fragment().is_some()
         {
@@ -149,12 +159,10 @@ impl Origin {
         self.host == "localhost" || self.host.ends_with(".localhost")
     }
 
-    /// Whether a `Secure` cookie set by this origin is kept by browsers.
+    /// Whether the bridge may set `Secure` cookies here: HTTPS, or plain HTTP
+    /// on `localhost` and `*.localhost` only (DESIGN: no other exception).
     pub fn is_potentially_trustworthy(&self) -> bool {
-        self.scheme == Scheme::Https
-            || self.is_localhost()
-            || self.host == "127.0.0.1"
-            || self.host == "[::1]"
+        self.scheme == Scheme::Https || self.is_localhost()
     }
 
     /// The browser's "site" of this origin's host: its registrable domain
@@ -243,6 +251,12 @@ mod tests {
             ("ftp://a.example.com", "origin_scheme"),
             ("null", "origin_null"),
             ("a.example.com", "origin_invalid"),
+            ("http:a", "origin_invalid"),
+            ("https:", "origin_invalid"),
+            ("http:\\\\evil.example\\x", "origin_invalid"),
+            ("https://a.example.com\\x", "origin_path"),
+            ("h", "origin_invalid"),
+            (" https://a.example.com", "origin_invalid"),
         ] {
             assert_eq!(Origin::parse(bad).unwrap_err().code, code, "{bad}");
         }
