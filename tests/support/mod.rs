@@ -4,3 +4,4 @@
 pub mod app;
 pub mod browser;
 pub mod redis_server;
+pub mod webdriver;
