@@ -2,17 +2,20 @@
 //! layer parses requests into these calls and turns outcomes into responses.
 
 pub mod binding;
+pub mod postmessage;
+pub mod redeem;
 pub mod redirect;
 pub mod return_to;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, AuditEvent, EventKind, RequestContext};
 use crate::sessions::{SessionError, SessionPolicy};
-use crate::store::{AnyStore, StoreError};
-use crate::token::{TokenError, TokenService};
-use crate::topology::Topology;
+use crate::store::{AnyStore, SessionId, Store, StoreError, TokenRecord};
+use crate::token::{TokenError, TokenRequest, TokenService};
+use crate::topology::{Origin, Site, Topology};
 use return_to::ReturnToError;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How `/bridge/issue` delivers the token to the receiving site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -144,6 +147,10 @@ impl From<StoreError> for FlowError {
     }
 }
 
+/// Extra life of a token record past the token's own expiry and leeway, so
+/// a replay is always recognised while the token could still verify.
+const RECORD_GRACE_SECS: i64 = 10;
+
 /// Everything the flows need, shared by all requests.
 #[derive(Clone)]
 pub struct Bridge {
@@ -153,4 +160,59 @@ pub struct Bridge {
     pub sessions: SessionPolicy,
     pub revoke_on_replay: bool,
     pub audit: Audit,
+}
+
+impl Bridge {
+    /// Resolves a site named by id or exact origin; the origin to use is the
+    /// named one, or the site's primary origin.
+    fn resolve_site(&self, reference: &str) -> Result<(Arc<Site>, Origin), FlowError> {
+        let (site, origin) = self
+            .topology
+            .resolve(reference)
+            .ok_or(FlowError::UnknownSite)?;
+        let origin = origin.unwrap_or_else(|| site.primary_origin().clone());
+        Ok((Arc::clone(site), origin))
+    }
+
+    /// Signs a token from `issuer` to `receiver` for `session_id`, and
+    /// records it as pending (the record outlives the token's validity).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn mint_token(
+        &self,
+        issuer: &Site,
+        receiver: &Site,
+        session_id: SessionId,
+        challenge: &str,
+        return_to: &str,
+        now: i64,
+        ctx: &RequestContext,
+    ) -> Result<String, FlowError> {
+        let request = TokenRequest {
+            issuer: &issuer.id,
+            audience: &receiver.id,
+            challenge,
+            return_to,
+        };
+        let (token, claims) = self.tokens.issue(&request, now)?;
+        let record = TokenRecord {
+            session_id,
+            aud: receiver.id.clone(),
+            challenge: challenge.to_owned(),
+        };
+        let record_ttl = self.tokens.ttl_secs() + self.tokens.leeway_secs() + RECORD_GRACE_SECS;
+        self.store
+            .put_token(
+                &claims.jti,
+                &record,
+                Duration::from_secs(record_ttl.unsigned_abs()),
+            )
+            .await?;
+        self.audit.record(
+            &AuditEvent::new(EventKind::TokenIssued, &issuer.id)
+                .partner(&receiver.id)
+                .jti(&claims.jti),
+            ctx,
+        );
+        Ok(token)
+    }
 }

@@ -6,16 +6,9 @@ use super::{Bridge, FlowError, ResponseMode};
 use crate::audit::{AuditEvent, EventKind, RequestContext};
 use crate::config::MissingSessionPolicy;
 use crate::sessions::{NewSession, SessionError};
-use crate::store::{ConsumeOutcome, SessionId, Store, TokenRecord, TokenStatus};
-use crate::token::TokenRequest;
+use crate::store::SessionId;
 use crate::topology::{Origin, Site};
-use std::sync::Arc;
-use std::time::Duration;
 use url::form_urlencoded;
-
-/// Extra life of a token record past the token's own expiry and leeway, so
-/// a replay is always recognised while the token could still verify.
-const RECORD_GRACE_SECS: i64 = 10;
 
 /// `/bridge/start` on B: where to send the browser, and the state to keep.
 #[derive(Debug)]
@@ -41,13 +34,6 @@ pub enum Issued {
     Login { url: String },
 }
 
-/// `/bridge/accept` on B: the session to set and where to go.
-#[derive(Debug)]
-pub struct Accepted {
-    pub session_id: SessionId,
-    pub return_to: String,
-}
-
 fn query(pairs: &[(&str, &str)]) -> String {
     let mut serializer = form_urlencoded::Serializer::new(String::new());
     for (name, value) in pairs {
@@ -57,17 +43,6 @@ fn query(pairs: &[(&str, &str)]) -> String {
 }
 
 impl Bridge {
-    /// Resolves a site named by id or exact origin; the origin to use is the
-    /// named one, or the site's primary origin.
-    fn resolve_site(&self, reference: &str) -> Result<(Arc<Site>, Origin), FlowError> {
-        let (site, origin) = self
-            .topology
-            .resolve(reference)
-            .ok_or(FlowError::UnknownSite)?;
-        let origin = origin.unwrap_or_else(|| site.primary_origin().clone());
-        Ok((Arc::clone(site), origin))
-    }
-
     /// Step 1, on B (`receiver`, reached at `receiver_origin`): make a
     /// verifier and send the browser to A's issue endpoint.
     pub fn start(
@@ -184,179 +159,16 @@ impl Bridge {
                 }
             },
         };
-        let request = TokenRequest {
-            issuer: &issuer.id,
-            audience: &receiver.id,
-            challenge,
-            return_to,
-        };
-        let (token, claims) = self.tokens.issue(&request, now)?;
-        let record = TokenRecord {
-            session_id,
-            aud: receiver.id.clone(),
-            challenge: challenge.to_owned(),
-        };
-        let record_ttl = self.tokens.ttl_secs() + self.tokens.leeway_secs() + RECORD_GRACE_SECS;
-        self.store
-            .put_token(
-                &claims.jti,
-                &record,
-                Duration::from_secs(record_ttl.unsigned_abs()),
+        let token = self
+            .mint_token(
+                issuer, &receiver, session_id, challenge, return_to, now, ctx,
             )
             .await?;
-        self.audit.record(
-            &AuditEvent::new(EventKind::TokenIssued, &issuer.id)
-                .partner(&receiver.id)
-                .jti(&claims.jti),
-            ctx,
-        );
         Ok(Issued::Deliver {
             token,
             accept_url: format!("{receiver_origin}/bridge/accept"),
             mode,
             new_session,
         })
-    }
-
-    /// Step 3, on B (`receiver`): verify, bind, consume, join.
-    pub async fn accept(
-        &self,
-        receiver: &Site,
-        token: &str,
-        state: Option<&str>,
-        now: i64,
-        ctx: &RequestContext,
-    ) -> Result<Accepted, FlowError> {
-        let result = self.accept_inner(receiver, token, state, now, ctx).await;
-        // Replays have their own event; store outages are not the token's fault.
-        if let Err(e) = &result
-            && !matches!(
-                e,
-                FlowError::Replayed | FlowError::Session(SessionError::Store(_))
-            )
-        {
-            self.audit.record(
-                &AuditEvent::new(EventKind::TokenRejected, &receiver.id).reason(e.code()),
-                ctx,
-            );
-        }
-        result
-    }
-
-    async fn accept_inner(
-        &self,
-        receiver: &Site,
-        token: &str,
-        state: Option<&str>,
-        now: i64,
-        ctx: &RequestContext,
-    ) -> Result<Accepted, FlowError> {
-        let claims = self.tokens.verify(token, &receiver.id, now)?;
-        if !receiver.accepts_from.contains(&claims.iss) {
-            return Err(FlowError::UnknownIssuer);
-        }
-        if let Err(refusal) = Self::check_binding(state, &claims.iss, &claims.cch) {
-            // Not this browser's hand-off. A token that was already used is
-            // being used again from elsewhere: it leaked. One that is still
-            // pending is refused without being burnt (a planted token).
-            if let TokenStatus::Consumed(record) = self.store.peek_token(&claims.jti).await? {
-                self.on_replay(receiver, &claims.iss, &claims.jti, &record, true, ctx)
-                    .await;
-                return Err(FlowError::Replayed);
-            }
-            return Err(refusal);
-        }
-        let return_to = validate_return_to(&claims.rt, &receiver.return_paths)?.to_owned();
-        let record = match self.store.consume_token(&claims.jti).await? {
-            ConsumeOutcome::Redeemed(record) => record,
-            ConsumeOutcome::Unknown => return Err(FlowError::UnknownToken),
-            ConsumeOutcome::Replayed(record) => {
-                // Only this browser holds the verifier: a retry (a lost
-                // response, a double submit), refused but not a leak.
-                self.on_replay(receiver, &claims.iss, &claims.jti, &record, false, ctx)
-                    .await;
-                return Err(FlowError::Replayed);
-            }
-        };
-        // The record repeats what the signature already covers; a mismatch
-        // means the store and the token disagree, so trust neither.
-        if record.aud != receiver.id || !binding::secrets_equal(&record.challenge, &claims.cch) {
-            return Err(FlowError::BindingMismatch);
-        }
-        let session = self
-            .store
-            .get_session(&record.session_id)
-            .await?
-            .filter(|s| s.absolute_expires_at > now)
-            .ok_or(FlowError::Session(SessionError::NotFound))?;
-        let session = self
-            .sessions
-            .join(&self.store, session, &receiver.id, now)
-            .await?;
-        self.audit.record(
-            &AuditEvent::new(EventKind::TokenRedeemed, &receiver.id)
-                .partner(&claims.iss)
-                .jti(&claims.jti),
-            ctx,
-        );
-        Ok(Accepted {
-            session_id: session.id,
-            return_to,
-        })
-    }
-
-    /// The state cookie must name the token's issuer (mix-up defence) and
-    /// hold the verifier whose hash is the token's challenge.
-    fn check_binding(state: Option<&str>, issuer: &str, challenge: &str) -> Result<(), FlowError> {
-        let state = state
-            .and_then(BridgeState::decode)
-            .ok_or(FlowError::StateMissing)?;
-        if state.from_site != issuer {
-            return Err(FlowError::IssuerMismatch);
-        }
-        if !binding::verifier_matches(&state.verifier, challenge) {
-            return Err(FlowError::BindingMismatch);
-        }
-        Ok(())
-    }
-
-    /// A second use: logged as `token.replayed`. When it comes from another
-    /// browser the token leaked, and by policy the session it pointed at is
-    /// revoked everywhere.
-    async fn on_replay(
-        &self,
-        receiver: &Site,
-        issuer: &str,
-        jti: &str,
-        record: &TokenRecord,
-        leaked: bool,
-        ctx: &RequestContext,
-    ) {
-        let reason = if leaked {
-            "token_replayed"
-        } else {
-            "same_browser_retry"
-        };
-        self.audit.record(
-            &AuditEvent::new(EventKind::TokenReplayed, &receiver.id)
-                .partner(issuer)
-                .jti(jti)
-                .reason(reason),
-            ctx,
-        );
-        if leaked && self.revoke_on_replay {
-            match self.store.delete_session(&record.session_id).await {
-                Ok(_) => self.audit.record(
-                    &AuditEvent::new(EventKind::SessionRevoked, &receiver.id)
-                        .jti(jti)
-                        .reason("token_replayed"),
-                    ctx,
-                ),
-                Err(e) => tracing::warn!(
-                    code = e.code(),
-                    "could not revoke the session of a replayed token"
-                ),
-            }
-        }
     }
 }

@@ -4,6 +4,8 @@ use super::AppState;
 use super::error::HttpError;
 use super::request::{self, Params, STATE_COOKIE};
 use crate::flows::ResponseMode;
+use crate::flows::binding::BridgeState;
+use crate::flows::redeem::Presented;
 use crate::flows::redirect::Issued;
 use crate::store::Store;
 use actix_web::http::header;
@@ -184,12 +186,18 @@ async fn accept(
 ) -> Result<HttpResponse, HttpError> {
     let (site, _) = request::site_of(&req, &state.bridge.topology)?;
     let state_cookie = req.cookie(STATE_COOKIE);
+    let started = state_cookie
+        .as_ref()
+        .and_then(|c| BridgeState::decode(c.value()));
     let result = state
         .bridge
         .accept(
             &site,
             &token,
-            state_cookie.as_ref().map(|c| c.value()),
+            started.as_ref().map(|s| Presented {
+                verifier: &s.verifier,
+                issuer: Some(&s.from_site),
+            }),
             state.clock.unix(),
             &request::context(&req),
         )

@@ -1,0 +1,175 @@
+//! Redeeming a bridge token on the receiving site: verify, bind, consume
+//! once, join. Shared by flow A's `/bridge/accept` and flow B's `/bridge/exchange`.
+
+use super::binding;
+use super::return_to::validate_return_to;
+use super::{Bridge, FlowError};
+use crate::audit::{AuditEvent, EventKind, RequestContext};
+use crate::sessions::SessionError;
+use crate::store::{ConsumeOutcome, SessionId, Store, TokenRecord, TokenStatus};
+use crate::topology::Site;
+
+/// `/bridge/accept` on B: the session to set and where to go.
+#[derive(Debug)]
+pub struct Accepted {
+    pub session_id: SessionId,
+    pub return_to: String,
+}
+
+/// What the browser presents with a token: its verifier, and the issuer
+/// its hand-off started with (flow A's state cookie names it; flow B's
+/// script sends the origin it asked).
+#[derive(Clone, Copy)]
+pub struct Presented<'a> {
+    pub verifier: &'a str,
+    pub issuer: Option<&'a str>,
+}
+
+impl Bridge {
+    /// On B (`receiver`): verify, bind to `state` (the browser's verifier and
+    /// the issuer its hand-off started with), consume once, join.
+    pub async fn accept(
+        &self,
+        receiver: &Site,
+        token: &str,
+        presented: Option<Presented<'_>>,
+        now: i64,
+        ctx: &RequestContext,
+    ) -> Result<Accepted, FlowError> {
+        let result = self
+            .accept_inner(receiver, token, presented, now, ctx)
+            .await;
+        // Replays have their own event; store outages are not the token's fault.
+        if let Err(e) = &result
+            && !matches!(
+                e,
+                FlowError::Replayed | FlowError::Session(SessionError::Store(_))
+            )
+        {
+            self.audit.record(
+                &AuditEvent::new(EventKind::TokenRejected, &receiver.id).reason(e.code()),
+                ctx,
+            );
+        }
+        result
+    }
+
+    async fn accept_inner(
+        &self,
+        receiver: &Site,
+        token: &str,
+        presented: Option<Presented<'_>>,
+        now: i64,
+        ctx: &RequestContext,
+    ) -> Result<Accepted, FlowError> {
+        let claims = self.tokens.verify(token, &receiver.id, now)?;
+        if !receiver.accepts_from.contains(&claims.iss) {
+            return Err(FlowError::UnknownIssuer);
+        }
+        if let Err(refusal) = Self::check_binding(presented, &claims.iss, &claims.cch) {
+            // Not this browser's hand-off. A token that was already used is
+            // being used again from elsewhere: it leaked. One that is still
+            // pending is refused without being burnt (a planted token).
+            if let TokenStatus::Consumed(record) = self.store.peek_token(&claims.jti).await? {
+                self.on_replay(receiver, &claims.iss, &claims.jti, &record, true, ctx)
+                    .await;
+                return Err(FlowError::Replayed);
+            }
+            return Err(refusal);
+        }
+        let return_to = validate_return_to(&claims.rt, &receiver.return_paths)?.to_owned();
+        let record = match self.store.consume_token(&claims.jti).await? {
+            ConsumeOutcome::Redeemed(record) => record,
+            ConsumeOutcome::Unknown => return Err(FlowError::UnknownToken),
+            ConsumeOutcome::Replayed(record) => {
+                // Only this browser holds the verifier: a retry (a lost
+                // response, a double submit), refused but not a leak.
+                self.on_replay(receiver, &claims.iss, &claims.jti, &record, false, ctx)
+                    .await;
+                return Err(FlowError::Replayed);
+            }
+        };
+        // The record repeats what the signature already covers; a mismatch
+        // means the store and the token disagree, so trust neither.
+        if record.aud != receiver.id || !binding::secrets_equal(&record.challenge, &claims.cch) {
+            return Err(FlowError::BindingMismatch);
+        }
+        let session = self
+            .store
+            .get_session(&record.session_id)
+            .await?
+            .filter(|s| s.absolute_expires_at > now)
+            .ok_or(FlowError::Session(SessionError::NotFound))?;
+        let session = self
+            .sessions
+            .join(&self.store, session, &receiver.id, now)
+            .await?;
+        self.audit.record(
+            &AuditEvent::new(EventKind::TokenRedeemed, &receiver.id)
+                .partner(&claims.iss)
+                .jti(&claims.jti),
+            ctx,
+        );
+        Ok(Accepted {
+            session_id: session.id,
+            return_to,
+        })
+    }
+
+    /// The browser must name the token's issuer (mix-up defence) and hold
+    /// the verifier whose hash is the token's challenge.
+    fn check_binding(
+        presented: Option<Presented<'_>>,
+        issuer: &str,
+        challenge: &str,
+    ) -> Result<(), FlowError> {
+        let presented = presented.ok_or(FlowError::StateMissing)?;
+        if presented.issuer.is_some_and(|expected| expected != issuer) {
+            return Err(FlowError::IssuerMismatch);
+        }
+        if !binding::verifier_matches(presented.verifier, challenge) {
+            return Err(FlowError::BindingMismatch);
+        }
+        Ok(())
+    }
+
+    /// A second use: logged as `token.replayed`. When it comes from another
+    /// browser the token leaked, and by policy the session it pointed at is
+    /// revoked everywhere.
+    async fn on_replay(
+        &self,
+        receiver: &Site,
+        issuer: &str,
+        jti: &str,
+        record: &TokenRecord,
+        leaked: bool,
+        ctx: &RequestContext,
+    ) {
+        let reason = if leaked {
+            "token_replayed"
+        } else {
+            "same_browser_retry"
+        };
+        self.audit.record(
+            &AuditEvent::new(EventKind::TokenReplayed, &receiver.id)
+                .partner(issuer)
+                .jti(jti)
+                .reason(reason),
+            ctx,
+        );
+        if leaked && self.revoke_on_replay {
+            match self.store.delete_session(&record.session_id).await {
+                Ok(_) => self.audit.record(
+                    &AuditEvent::new(EventKind::SessionRevoked, &receiver.id)
+                        .jti(jti)
+                        .reason("token_replayed"),
+                    ctx,
+                ),
+                Err(e) => tracing::warn!(
+                    code = e.code(),
+                    "could not revoke the session of a replayed token"
+                ),
+            }
+        }
+    }
+}
