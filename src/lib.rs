@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod flows;
+pub mod handshake;
 pub mod http;
 pub mod sessions;
 pub mod store;

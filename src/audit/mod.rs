@@ -25,6 +25,8 @@ pub enum EventKind {
     TokenReplayed,
     TokenRejected,
     RedirectRefused,
+    FrameRefused,
+    ExchangeRejected,
 }
 
 impl EventKind {
@@ -38,6 +40,8 @@ impl EventKind {
             Self::TokenReplayed => "token.replayed",
             Self::TokenRejected => "token.rejected",
             Self::RedirectRefused => "redirect.refused",
+            Self::FrameRefused => "frame.refused",
+            Self::ExchangeRejected => "exchange.rejected",
         }
     }
 }

@@ -4,8 +4,9 @@ use super::{Config, MissingSessionPolicy, SiteConfig};
 
 /// The demo configuration for a listener on `port` (the origins follow it).
 ///
-/// `account` sends visitors without a session to its login page; `shop` and
-/// `checkout` hand out anonymous sessions, so a cart works before signing in.
+/// `account` sends visitors without a session to its login page and allows
+/// the iframe path; `shop` and `checkout` hand out anonymous sessions, so a
+/// cart works before signing in.
 pub fn demo_config(listen: &str, port: u16) -> Config {
     let ids = ["account", "shop", "checkout"];
     let sites = ids
@@ -27,7 +28,10 @@ pub fn demo_config(listen: &str, port: u16) -> Config {
             login_url: "/login".to_owned(),
             cors_origins: Vec::new(),
             delivery: Default::default(),
-            allow_iframe: false,
+            // account lets partners try the iframe path (its cookie becomes
+            // SameSite=None); browsers that block third-party cookies take
+            // the popup or the redirect instead.
+            allow_iframe: *id == "account",
             backchannel_logout_url: String::new(),
             cookie: Default::default(),
         })

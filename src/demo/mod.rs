@@ -21,6 +21,14 @@ use std::sync::Arc;
 const BRIDGED_MARK: &str = "bridged=1";
 
 #[derive(Template)]
+#[template(path = "demo/embed.html")]
+struct EmbedPage<'a> {
+    heading: &'a str,
+    account_origin: String,
+    sri: String,
+}
+
+#[derive(Template)]
 #[template(path = "demo/account.html")]
 struct AccountPage<'a> {
     user: Option<&'a str>,
@@ -50,7 +58,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
         .route("/login", web::get().to(login_form))
         .route("/login", web::post().to(login_submit))
-        .route("/cart", web::post().to(add_to_cart));
+        .route("/cart", web::post().to(add_to_cart))
+        .route("/embed", web::get().to(embed))
+        .route("/demo/embed.js", web::get().to(embed_script));
 }
 
 fn page(html: Result<String, askama::Error>, req: &HttpRequest) -> Result<HttpResponse, HttpError> {
@@ -281,4 +291,45 @@ async fn add_to_cart(
         .await
         .map_err(|e| HttpError::session(&e, &req))?;
     Ok(see_other("/"))
+}
+
+/// `GET /embed` on shop and checkout: a partner page that uses flow B.
+async fn embed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+    let (site, _) = request::site_of(&req, &state.bridge.topology)?;
+    if site.id == "account" {
+        return Err(HttpError::not_found(&req));
+    }
+    let account_origin = origin_of(&state, "account");
+    let html = EmbedPage {
+        heading: if site.id == "shop" {
+            "Shop"
+        } else {
+            "Checkout"
+        },
+        account_origin: account_origin.clone(),
+        sri: crate::handshake::sri(crate::handshake::CLASSIC),
+    }
+    .render()
+    .map_err(|_| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "page rendering failed",
+            &req,
+        )
+    })?;
+    // Scripts only from this origin; frames only from account.
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; frame-src {account_origin}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_SECURITY_POLICY, csp))
+        .content_type("text/html; charset=utf-8")
+        .body(html))
+}
+
+async fn embed_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .body(include_str!("../../static/demo-embed.js"))
 }

@@ -224,6 +224,29 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
         .body(state.bridge.tokens.keys().public_jwks().to_string())
 }
 
+fn script(source: &'static str) -> HttpResponse {
+    // Partners pin the script with SRI; a week of caching, and an ETag of
+    // that same hash for revalidation.
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=604800"))
+        .insert_header((
+            header::ETAG,
+            format!("\"{}\"", crate::handshake::sri(source)),
+        ))
+        .content_type("text/javascript; charset=utf-8")
+        .body(source)
+}
+
+/// `GET /bridge/session-bridge.js`.
+pub async fn classic_script() -> HttpResponse {
+    script(crate::handshake::CLASSIC)
+}
+
+/// `GET /bridge/session-bridge.mjs`.
+pub async fn module_script() -> HttpResponse {
+    script(crate::handshake::MODULE)
+}
+
 /// `GET /bridge/assets/bridge.css`.
 pub async fn stylesheet() -> HttpResponse {
     HttpResponse::Ok()

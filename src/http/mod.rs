@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bridge;
 pub mod error;
+pub mod handshake;
 pub mod request;
 
 use crate::clock::Clock;
@@ -30,7 +31,11 @@ const DEFAULT_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self';
 
 /// Whether a path's answers must never be cached.
 fn is_no_store_path(path: &str) -> bool {
-    (path.starts_with("/bridge/") || path.starts_with("/api/")) && path != "/bridge/jwks.json"
+    (path.starts_with("/bridge/") || path.starts_with("/api/"))
+        && !matches!(
+            path,
+            "/bridge/jwks.json" | "/bridge/session-bridge.js" | "/bridge/session-bridge.mjs"
+        )
 }
 
 /// Security headers on every response.
@@ -63,7 +68,15 @@ async fn security_headers(
                 HeaderValue::from_static(DEFAULT_CSP),
             );
         }
-        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        // Pages that may not be framed say so twice; the flow B frame page
+        // names its allowed ancestors in its CSP instead.
+        let framable = headers
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|csp| !csp.contains("frame-ancestors 'none'"));
+        if !framable {
+            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        }
     }
     Ok(response)
 }
@@ -82,6 +95,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, demo: bool) {
                 .route(web::post().to(bridge::accept_post)),
         )
         .route("/bridge/jwks.json", web::get().to(bridge::jwks))
+        .route("/bridge/frame", web::get().to(handshake::frame))
+        .route("/bridge/exchange", web::post().to(handshake::exchange))
+        .route("/bridge/session", web::get().to(handshake::session))
+        .route(
+            "/bridge/session-bridge.js",
+            web::get().to(bridge::classic_script),
+        )
+        .route(
+            "/bridge/session-bridge.mjs",
+            web::get().to(bridge::module_script),
+        )
         .route(
             "/bridge/assets/bridge.css",
             web::get().to(bridge::stylesheet),

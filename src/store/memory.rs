@@ -142,6 +142,18 @@ impl Store for MemoryStore {
         Ok(UpdateOutcome::Saved)
     }
 
+    async fn touch_session(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
+        let now = self.now_ms();
+        let mut maps = self.lock();
+        match maps.sessions.get_mut(id).filter(|e| e.expires_at > now) {
+            Some(entry) => {
+                entry.expires_at = now.saturating_add(millis(ttl));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
         let now = self.now_ms();
         let mut maps = self.lock();

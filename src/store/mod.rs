@@ -83,6 +83,14 @@ pub trait Store: Send + Sync {
         ttl: Duration,
     ) -> impl Future<Output = Result<UpdateOutcome, StoreError>> + Send;
 
+    /// Sets a live session's TTL to `ttl` without changing the record or its
+    /// version (sliding expiry on reads); `false` when there is no such session.
+    fn touch_session(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Deletes a session; `true` when it existed.
     fn delete_session(
         &self,
@@ -158,6 +166,9 @@ impl Store for AnyStore {
         ttl: Duration,
     ) -> Result<UpdateOutcome, StoreError> {
         dispatch!(self, s => s.update_session(session, expected_version, ttl))
+    }
+    async fn touch_session(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.touch_session(id, ttl))
     }
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
         dispatch!(self, s => s.delete_session(id))

@@ -347,6 +347,20 @@ impl Store for RedisStore {
         }
     }
 
+    async fn touch_session(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
+        let reply = self
+            .query(
+                redis::cmd("PEXPIRE")
+                    .arg(super::session_key(id))
+                    .arg(px(ttl)),
+            )
+            .await?;
+        match int_reply(&reply) {
+            Some(n) => Ok(n > 0),
+            None => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
+        }
+    }
+
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
         let reply = self
             .query(redis::cmd("DEL").arg(super::session_key(id)))
