@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Runs every test of session-bridge. On a fresh Debian machine it first
-# installs what the tests need (as root, with apt-get): redis-server, which
+# installs what the tests need (as root, with apt-get): curl (the HTTPS
+# test checks the self-signed certificate with it), redis-server, which
 # the integration tests start on their own random loopback ports, and
 # chromium with chromium-driver, which the browser end-to-end tests drive
-# (they run /usr/bin/chromium through chromedriver from PATH).
+# (they run /usr/bin/chromium through chromedriver from PATH), and Node.js
+# with npm, which fetch TypeScript (pinned) to check the script's declarations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_packages=()
 command -v redis-server >/dev/null 2>&1 || need_packages+=(redis-server)
+command -v curl >/dev/null 2>&1 || need_packages+=(curl)
 if [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null 2>&1; then
   need_packages+=(chromium chromium-driver)
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  need_packages+=(nodejs npm)
 fi
 if [ "${#need_packages[@]}" -gt 0 ]; then
   echo "installing: ${need_packages[*]}"
@@ -27,5 +33,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== tsc --noEmit (static/session-bridge.d.ts against tests/ts/usage.ts)"
+tools=target/tools
+if [ ! -x "$tools/node_modules/.bin/tsc" ]; then
+  mkdir -p "$tools"
+  npm install --prefix "$tools" --no-audit --no-fund --silent typescript@5.9.3
+fi
+"$tools/node_modules/.bin/tsc" -p tests/ts
 echo "== cargo test"
 cargo test --all-targets --locked

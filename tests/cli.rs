@@ -295,6 +295,13 @@ fn check_exit_codes() {
     assert_eq!(report["pairs"][0]["relation"], "cross-site");
     assert_eq!(report["pairs"][0]["flows"][1]["flow"], "redirect");
     assert_eq!(report["errors"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        report["handshake"]["script_sri"],
+        session_bridge::handshake::sri(session_bridge::handshake::CLASSIC)
+    );
+    assert!(text.contains(&session_bridge::handshake::sri(
+        session_bridge::handshake::CLASSIC
+    )));
     // With no --config, check reports on the demo.
     let demo = Command::new(BIN).arg("check").output().unwrap();
     assert_eq!(demo.status.code(), Some(0));
@@ -352,4 +359,61 @@ fn check_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn tls_self_signed_serves_https_for_every_configured_host() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--tls-self-signed",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _running = Running(child);
+    let mut pem = String::new();
+    let mut text = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        text.push_str(&line);
+        text.push('\n');
+        if line.starts_with("-----BEGIN") || !pem.is_empty() {
+            pem.push_str(&line);
+            pem.push('\n');
+        }
+        if line.starts_with("-----END") {
+            break;
+        }
+    }
+    assert!(
+        text.contains(&format!("https://shop.localhost:{port}")),
+        "{text}"
+    );
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    // curl verifies the certificate against the printed PEM: the name must be in it.
+    let mut answered = None;
+    for _ in 0..100 {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &format!("shop.localhost:{port}:127.0.0.1")])
+            .arg(format!("https://shop.localhost:{port}/bridge/jwks.json"))
+            .output()
+            .expect("curl is installed by scripts/test.sh");
+        if out.status.success() {
+            answered = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(answered.as_deref(), Some("200"));
 }

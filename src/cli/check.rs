@@ -51,6 +51,20 @@ pub fn render_text(report: &Report) -> String {
         }
         let _ = writeln!(out, "  {:<16} {}", "CORS", pair.cors);
     }
+    let _ = writeln!(
+        out,
+        "handshake script (serve it from each partner's own origin):"
+    );
+    let _ = writeln!(
+        out,
+        "  <script src=\"/bridge/session-bridge.js\" integrity=\"{}\"></script>",
+        report.handshake.script_sri
+    );
+    let _ = writeln!(
+        out,
+        "  session-bridge.mjs integrity {}",
+        report.handshake.module_sri
+    );
     write_findings(&mut out, "error", &report.errors);
     write_findings(&mut out, "warning", &report.warnings);
     let _ = writeln!(

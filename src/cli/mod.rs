@@ -4,7 +4,7 @@ mod check;
 
 use crate::app::{StartError, prepare};
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, TokenAlgorithm, demo_config, process_env};
+use crate::config::{Config, ConfigError, TokenAlgorithm, demo_config_with_scheme, process_env};
 use crate::topology::check::check as check_topology;
 use clap::{Parser, Subcommand};
 use std::net::TcpListener;
@@ -31,6 +31,10 @@ enum Command {
         /// Listen address; the demo's origins follow its port.
         #[arg(long)]
         listen: Option<String>,
+        /// Serve HTTPS with a certificate made at start for every configured
+        /// host (local development; the demo's origins become https://).
+        #[arg(long)]
+        tls_self_signed: bool,
     },
     /// Validate the configuration and print each site's cookie, the relation
     /// of every pair of sites and the flows that work between them. Exit
@@ -83,12 +87,18 @@ fn parse_algorithm(text: &str) -> Result<TokenAlgorithm, String> {
 }
 
 /// Loads the file, or the demo configuration for `listen` when there is none.
-fn load(config: Option<&PathBuf>, listen: &str, port: u16) -> Result<(Config, bool), ConfigError> {
+fn load(
+    config: Option<&PathBuf>,
+    listen: &str,
+    port: u16,
+    https: bool,
+) -> Result<(Config, bool), ConfigError> {
     let env = process_env();
     match config {
         Some(path) => Config::load(path, &env).map(|c| (c, false)),
         None => {
-            let demo = toml::Value::try_from(demo_config(listen, port))
+            let scheme = if https { "https" } else { "http" };
+            let demo = toml::Value::try_from(demo_config_with_scheme(listen, port, scheme))
                 .map_err(|e| ConfigError::Parse(e.to_string()))?;
             Config::from_value(demo, &env).map(|c| (c, true))
         }
@@ -101,8 +111,13 @@ pub fn run() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve {
         config: None,
         listen: None,
+        tls_self_signed: false,
     }) {
-        Command::Serve { config, listen } => serve(config, listen),
+        Command::Serve {
+            config,
+            listen,
+            tls_self_signed,
+        } => serve(config, listen, tls_self_signed),
         Command::Check { config, format } => check(config, format),
         Command::Keys {
             action: KeysAction::Generate(args) | KeysAction::Rotate(args),
@@ -110,7 +125,7 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> ExitCode {
+fn serve(config_path: Option<PathBuf>, listen: Option<String>, tls_self_signed: bool) -> ExitCode {
     let default_listen = match &config_path {
         Some(path) => match Config::load(path, &process_env()) {
             Ok(config) => config.server.listen,
@@ -124,7 +139,7 @@ fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> ExitCode {
         Err(e) => return fail(&format!("cannot listen on {listen}: {e}"), 1),
     };
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(8080);
-    let (mut config, demo) = match load(config_path.as_ref(), &listen, port) {
+    let (mut config, demo) = match load(config_path.as_ref(), &listen, port, tls_self_signed) {
         Ok(loaded) => loaded,
         Err(e) => return fail(&e.to_string(), 2),
     };
@@ -132,7 +147,19 @@ fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> ExitCode {
     let result = actix_web::rt::System::new().block_on(async move {
         let prepared = prepare(&config, Clock::system(), demo).await?;
         announce(&config, &prepared, demo);
-        let server = crate::http::serve(prepared.state, listener, config.server.workers)
+        let tls = if tls_self_signed {
+            let made = crate::http::tls::self_signed(&prepared.state.bridge.topology)
+                .map_err(|e| StartError::Settings(e.to_string()))?;
+            println!(
+                "HTTPS with a self-signed certificate for: {}",
+                made.hosts.join(", ")
+            );
+            println!("{}", made.certificate_pem.trim_end());
+            Some(made.config)
+        } else {
+            None
+        };
+        let server = crate::http::serve(prepared.state, listener, config.server.workers, tls)
             .map_err(|e| StartError::Settings(e.to_string()))?;
         server
             .await
@@ -175,7 +202,7 @@ fn fail(message: &str, code: u8) -> ExitCode {
 }
 
 fn check(config_path: Option<PathBuf>, format: Format) -> ExitCode {
-    let (config, _) = match load(config_path.as_ref(), "127.0.0.1:8080", 8080) {
+    let (config, _) = match load(config_path.as_ref(), "127.0.0.1:8080", 8080, false) {
         Ok(loaded) => loaded,
         Err(e) => return fail(&e.to_string(), 2),
     };

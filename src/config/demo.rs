@@ -8,12 +8,17 @@ use super::{Config, MissingSessionPolicy, SiteConfig};
 /// the iframe path; `shop` and `checkout` hand out anonymous sessions, so a
 /// cart works before signing in.
 pub fn demo_config(listen: &str, port: u16) -> Config {
+    demo_config_with_scheme(listen, port, "http")
+}
+
+/// The demo on `https://` origins (for `serve --tls-self-signed`).
+pub fn demo_config_with_scheme(listen: &str, port: u16, scheme: &str) -> Config {
     let ids = ["account", "shop", "checkout"];
     let sites = ids
         .iter()
         .map(|id| SiteConfig {
             id: (*id).to_owned(),
-            origins: vec![format!("http://{id}.localhost:{port}")],
+            origins: vec![format!("{scheme}://{id}.localhost:{port}")],
             partners: ids
                 .iter()
                 .filter(|p| *p != id)

@@ -7,7 +7,7 @@ mod demo;
 mod duration;
 mod secret;
 
-pub use demo::demo_config;
+pub use demo::{demo_config, demo_config_with_scheme};
 pub use duration::Seconds;
 pub use secret::{SecretError, resolve_secret};
 

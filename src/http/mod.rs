@@ -6,6 +6,7 @@ pub mod bridge;
 pub mod error;
 pub mod handshake;
 pub mod request;
+pub mod tls;
 
 use crate::clock::Clock;
 use crate::flows::Bridge;
@@ -118,11 +119,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, demo: bool) {
     }
 }
 
-/// Starts the server on an already bound listener.
+/// Starts the server on an already bound listener; with `tls`, over HTTPS.
 pub fn serve(
     state: AppState,
     listener: std::net::TcpListener,
     workers: usize,
+    tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<Server> {
     let demo = state.demo;
     let state = web::Data::new(state);
@@ -132,8 +134,11 @@ pub fn serve(
             .wrap(from_fn(security_headers))
             .configure(|cfg| configure(cfg, demo))
             .default_service(web::to(not_found))
-    })
-    .listen(listener)?;
+    });
+    server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, config)?,
+        None => server.listen(listener)?,
+    };
     if workers > 0 {
         server = server.workers(workers);
     }

@@ -17,6 +17,16 @@ pub struct Report {
     pub pairs: Vec<PairReport>,
     pub errors: Vec<Finding>,
     pub warnings: Vec<Finding>,
+    /// What partners put in their `<script integrity=…>`.
+    pub handshake: HandshakeReport,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HandshakeReport {
+    /// SRI of `/bridge/session-bridge.js`.
+    pub script_sri: String,
+    /// SRI of `/bridge/session-bridge.mjs`.
+    pub module_sri: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -130,12 +140,17 @@ pub fn check(config: &Config) -> (Report, Option<Topology>) {
     let (errors, warnings) = findings
         .into_iter()
         .partition(|f| f.severity == Severity::Error);
+    let handshake = HandshakeReport {
+        script_sri: crate::handshake::sri(crate::handshake::CLASSIC),
+        module_sri: crate::handshake::sri(crate::handshake::MODULE),
+    };
     let report = Report {
         sites,
         relations,
         pairs,
         errors,
         warnings,
+        handshake,
     };
     let topology = if report.has_errors() { None } else { topology };
     (report, topology)

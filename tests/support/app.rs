@@ -55,7 +55,7 @@ impl TestApp {
         let prepared = session_bridge::app::prepare(&config, clock.clone(), true)
             .await
             .unwrap();
-        let server = session_bridge::http::serve(prepared.state, listener, 2).unwrap();
+        let server = session_bridge::http::serve(prepared.state, listener, 2, None).unwrap();
         let handle = server.handle();
         tokio::spawn(server);
         Self {
