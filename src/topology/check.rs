@@ -266,9 +266,6 @@ fn not_yet_supported(config: &Config, findings: &mut Vec<Finding>) {
         if !site.cors_origins.is_empty() {
             unsupported.push(("cors_origins", id));
         }
-        if site.delivery != crate::config::Delivery::Cookie {
-            unsupported.push(("delivery = \"header\"", id));
-        }
         if !site.backchannel_logout_url.is_empty() {
             unsupported.push(("backchannel_logout_url", id));
         }
