@@ -10,7 +10,7 @@ use futures::future::join_all;
 use session_bridge::clock::Clock;
 use session_bridge::store::{
     ConsumeOutcome, MemoryStore, RedisStore, Session, SessionId, Store, StoreError, TokenRecord,
-    UpdateOutcome,
+    TokenStatus, UpdateOutcome,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -377,6 +377,124 @@ async fn keys_are_namespaced<S: Store>(b: &Backend<S>) {
     assert_eq!(b.store.get_session(&s.id).await.unwrap(), Some(s));
 }
 
+async fn touch_slides_a_live_session_without_changing_it<S: Store>(b: &Backend<S>) {
+    // A session about to expire is given a long TTL by a touch...
+    let extended = session(&new_id());
+    b.store.create_session(&extended, SHORT).await.unwrap();
+    assert!(b.store.touch_session(&extended.id, LONG).await.unwrap());
+    // ...a written-to session keeps its latest content and version...
+    let written = session(&new_id());
+    b.store.create_session(&written, SHORT).await.unwrap();
+    let written_v2 = next_version(&written, "mug");
+    assert_eq!(
+        b.store.update_session(&written_v2, 1, SHORT).await.unwrap(),
+        UpdateOutcome::Saved
+    );
+    assert!(b.store.touch_session(&written.id, LONG).await.unwrap());
+    // ...and the TTL given is the one set, shorter too.
+    let shortened = session(&new_id());
+    b.store.create_session(&shortened, LONG).await.unwrap();
+    assert!(b.store.touch_session(&shortened.id, SHORT).await.unwrap());
+    // A touch never creates: no such session is `false` and stays missing.
+    let ghost = new_id();
+    assert!(!b.store.touch_session(&ghost, LONG).await.unwrap());
+    assert_eq!(b.store.get_session(&ghost).await.unwrap(), None);
+    // One that is about to expire and is not touched.
+    let expiring = session(&new_id());
+    b.store.create_session(&expiring, SHORT).await.unwrap();
+
+    tokio::time::sleep(PAST_SHORT).await;
+
+    // Content and version untouched by the touch.
+    assert_eq!(
+        b.store.get_session(&extended.id).await.unwrap(),
+        Some(extended.clone())
+    );
+    assert_eq!(
+        b.store.get_session(&written.id).await.unwrap(),
+        Some(written_v2.clone())
+    );
+    assert_eq!(b.store.get_session(&shortened.id).await.unwrap(), None);
+    // An expired session cannot be brought back by a touch.
+    assert!(!b.store.touch_session(&expiring.id, LONG).await.unwrap());
+    assert_eq!(b.store.get_session(&expiring.id).await.unwrap(), None);
+    assert!(!b.store.touch_session(&shortened.id, LONG).await.unwrap());
+    // A touch is no write: compare-and-set still expects the same version.
+    let written_v3 = next_version(&written_v2, "spoon");
+    assert_eq!(
+        b.store.update_session(&written_v3, 2, LONG).await.unwrap(),
+        UpdateOutcome::Saved
+    );
+    assert_eq!(
+        b.store.get_session(&written.id).await.unwrap(),
+        Some(written_v3)
+    );
+}
+
+async fn peek_reports_the_token_state_without_changing_it<S: Store>(b: &Backend<S>) {
+    let jti = new_jti();
+    let rec = record(&new_id());
+    assert_eq!(
+        b.store.peek_token(&jti).await.unwrap(),
+        TokenStatus::Unknown
+    );
+    // Peeking at an unknown token does not create it.
+    b.store.put_token(&jti, &rec, LONG).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            b.store.peek_token(&jti).await.unwrap(),
+            TokenStatus::Pending(rec.clone())
+        );
+    }
+    // Peeking did not consume: the first consumption still redeems.
+    assert_eq!(
+        b.store.consume_token(&jti).await.unwrap(),
+        ConsumeOutcome::Redeemed(rec.clone())
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            b.store.peek_token(&jti).await.unwrap(),
+            TokenStatus::Consumed(rec.clone())
+        );
+    }
+    assert_eq!(
+        b.store.consume_token(&jti).await.unwrap(),
+        ConsumeOutcome::Replayed(rec.clone())
+    );
+    assert_eq!(
+        b.store.peek_token(&jti).await.unwrap(),
+        TokenStatus::Consumed(rec)
+    );
+    // Tokens are namespaced: a session id is no token.
+    let s = session(&new_id());
+    b.store.create_session(&s, LONG).await.unwrap();
+    assert_eq!(
+        b.store.peek_token(s.id.expose()).await.unwrap(),
+        TokenStatus::Unknown
+    );
+}
+
+async fn peek_sees_expired_tokens_as_unknown<S: Store>(b: &Backend<S>) {
+    let pending = new_jti();
+    let consumed = new_jti();
+    let rec = record(&new_id());
+    b.store.put_token(&pending, &rec, SHORT).await.unwrap();
+    b.store.put_token(&consumed, &rec, SHORT).await.unwrap();
+    assert_eq!(
+        b.store.consume_token(&consumed).await.unwrap(),
+        ConsumeOutcome::Redeemed(rec.clone())
+    );
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(
+        b.store.peek_token(&pending).await.unwrap(),
+        TokenStatus::Unknown
+    );
+    assert_eq!(
+        b.store.peek_token(&consumed).await.unwrap(),
+        TokenStatus::Unknown
+    );
+}
+
 /// One `#[tokio::test]` per case and backend: `memory_store::<case>`, `redis_store::<case>`.
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
@@ -414,6 +532,9 @@ contract!(
     concurrent_consumers_see_exactly_one_redemption,
     records_expire,
     keys_are_namespaced,
+    touch_slides_a_live_session_without_changing_it,
+    peek_reports_the_token_state_without_changing_it,
+    peek_sees_expired_tokens_as_unknown,
 );
 
 // ------------------------------------------------------ backend specifics
@@ -441,6 +562,24 @@ async fn memory_expiry_is_exact_on_a_manual_clock() {
         store.consume_token(&jti).await.unwrap(),
         ConsumeOutcome::Unknown
     );
+}
+
+/// A touch on the memory store restarts the TTL from the touch, to the
+/// millisecond, on a manual clock.
+#[tokio::test]
+async fn memory_touch_restarts_the_ttl_from_now() {
+    let start = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    let clock = Clock::manual(start);
+    let store = MemoryStore::new(clock.clone());
+    let s = session(&new_id());
+    store.create_session(&s, SHORT).await.unwrap();
+    clock.advance(Duration::from_millis(999));
+    assert!(store.touch_session(&s.id, SHORT).await.unwrap());
+    clock.advance(Duration::from_millis(999));
+    assert_eq!(store.get_session(&s.id).await.unwrap(), Some(s.clone()));
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(store.get_session(&s.id).await.unwrap(), None);
+    assert!(!store.touch_session(&s.id, SHORT).await.unwrap());
 }
 
 /// Runs `op` and insists it answers (rather than hangs) within 10 s.
@@ -509,6 +648,10 @@ async fn redis_down_fails_closed_and_recovers_on_the_same_store() {
         assert_unavailable("delete_session", r, &secrets);
         let r = answers_in_time("put_token", store.put_token(&new_jti(), &rec, LONG)).await;
         assert_unavailable("put_token", r, &secrets);
+        let r = answers_in_time("touch_session", store.touch_session(&s.id, LONG)).await;
+        assert_unavailable("touch_session", r, &secrets);
+        let r = answers_in_time("peek_token", store.peek_token(&jti)).await;
+        assert_unavailable("peek_token", r, &secrets);
     }
 
     tokio::task::block_in_place(|| server.restart());

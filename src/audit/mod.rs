@@ -4,6 +4,7 @@
 //! which partner and token id, and why. Raw session IDs and raw tokens are
 //! never recorded. Events go to the `audit` tracing target.
 
+use crate::store::SessionId;
 use std::fmt;
 
 /// Who made the request, as the HTTP layer saw it.
@@ -27,6 +28,8 @@ pub enum EventKind {
     RedirectRefused,
     FrameRefused,
     ExchangeRejected,
+    LogoutBackchannelSent,
+    LogoutBackchannelFailed,
 }
 
 impl EventKind {
@@ -42,6 +45,8 @@ impl EventKind {
             Self::RedirectRefused => "redirect.refused",
             Self::FrameRefused => "frame.refused",
             Self::ExchangeRejected => "exchange.rejected",
+            Self::LogoutBackchannelSent => "logout.backchannel_sent",
+            Self::LogoutBackchannelFailed => "logout.backchannel_failed",
         }
     }
 }
@@ -60,6 +65,8 @@ pub struct AuditEvent<'a> {
     pub partner: Option<&'a str>,
     pub jti: Option<&'a str>,
     pub reason: Option<&'a str>,
+    /// The session concerned; recorded only as a keyed fingerprint.
+    pub session: Option<&'a SessionId>,
 }
 
 impl<'a> AuditEvent<'a> {
@@ -70,6 +77,7 @@ impl<'a> AuditEvent<'a> {
             partner: None,
             jti: None,
             reason: None,
+            session: None,
         }
     }
 
@@ -80,6 +88,11 @@ impl<'a> AuditEvent<'a> {
 
     pub fn jti(mut self, jti: &'a str) -> Self {
         self.jti = Some(jti);
+        self
+    }
+
+    pub fn session(mut self, session: &'a SessionId) -> Self {
+        self.session = Some(session);
         self
     }
 
