@@ -1,6 +1,7 @@
 //! Turning a configuration into a running bridge: validate the topology,
 //! load (or make) keys, connect the store, resolve secrets.
 
+use crate::audit::{Audit, AuditSettings};
 use crate::clock::Clock;
 use crate::config::{Config, SecretError, StoreKind, resolve_secret};
 use crate::flows::Bridge;
@@ -48,6 +49,38 @@ pub struct Prepared {
     pub state: AppState,
     /// A demo API key made up at start (when `SESSION_BRIDGE_API_KEY` is unset).
     pub generated_api_key: Option<String>,
+}
+
+/// This process's name in the audit trail: host and listen port.
+fn node_name(config: &Config) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "bridge".to_owned());
+    let port = config.server.listen.rsplit(':').next().unwrap_or("0");
+    format!("{host}:{port}")
+}
+
+fn start_audit(config: &Config) -> Result<Audit, StartError> {
+    let key = crate::audit::load_key(config.audit.key.as_deref(), &config.tokens.keys_dir).map_err(StartError::Settings)?;
+    let stream_url = if config.audit.redis_stream {
+        let url = config.store.url.clone().ok_or_else(|| {
+            StartError::Settings("[audit] redis_stream needs [store] url (one Redis server)".to_owned())
+        })?;
+        Some(url)
+    } else {
+        None
+    };
+    Audit::start(AuditSettings {
+        key,
+        node: node_name(config),
+        file: config.audit.file.clone().filter(|p| !p.as_os_str().is_empty()),
+        rotate_bytes: config.audit.rotate_bytes,
+        stream_url,
+    })
+    .map_err(StartError::Settings)
 }
 
 /// Builds everything a server needs from `config`. In `demo` mode an unset
@@ -105,7 +138,7 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
         store,
         sessions,
         revoke_on_replay: config.tokens.revoke_on_replay,
-        audit: Default::default(),
+        audit: start_audit(config)?,
     };
     Ok(Prepared {
         state: AppState {

@@ -1,11 +1,20 @@
-//! Security events of token and session handling.
-//!
-//! Each event is one structured record: what happened, on which site, for
-//! which partner and token id, and why. Raw session IDs and raw tokens are
-//! never recorded. Events go to the `audit` tracing target.
+//! The audit trail for security teams: every token and session event as one
+//! JSON line, chained by MAC per writing node, written off the request path
+//! to a file and/or a Redis Stream. Raw session IDs and raw tokens are never
+//! recorded: sessions appear as keyed fingerprints.
+
+pub mod line;
+pub mod sink;
+pub mod writer;
 
 use crate::store::SessionId;
+use line::AuditRecord;
+use ring::hmac;
+use sink::{FileSink, StreamSink};
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use writer::Sinks;
 
 /// Who made the request, as the HTTP layer saw it.
 #[derive(Clone, Debug, Default)]
@@ -102,23 +111,173 @@ impl<'a> AuditEvent<'a> {
     }
 }
 
-/// Where audit events go.
-#[derive(Clone, Debug, Default)]
-pub struct Audit;
+/// Where audit events go, and the key that fingerprints sessions and
+/// chains lines. Clones share one writer.
+#[derive(Clone)]
+pub struct Audit {
+    inner: Arc<Inner>,
+}
 
-impl Audit {
-    /// Records one event.
-    pub fn record(&self, event: &AuditEvent<'_>, ctx: &RequestContext) {
-        tracing::info!(
-            target: "audit",
-            event = event.kind.as_str(),
-            site = event.site,
-            partner = event.partner.unwrap_or(""),
-            jti = event.jti.unwrap_or(""),
-            reason = event.reason.unwrap_or(""),
-            ip = ctx.ip.as_str(),
-            user_agent = ctx.user_agent.as_str(),
-            request_id = ctx.request_id.as_str(),
-        );
+struct Inner {
+    key: hmac::Key,
+    node: String,
+    queue: Option<writer::Queue>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Audit {{ node: {:?} }}", self.inner.node)
     }
 }
+
+impl Default for Audit {
+    /// No sinks, a random key: events only reach the application log.
+    fn default() -> Self {
+        let key = crate::flows::binding::random_token().unwrap_or_default();
+        Self::without_sinks(key.as_bytes(), "local")
+    }
+}
+
+/// How the audit trail is set up.
+pub struct AuditSettings {
+    pub key: Vec<u8>,
+    /// This writer's name in every line (its chain is per node).
+    pub node: String,
+    pub file: Option<PathBuf>,
+    pub rotate_bytes: u64,
+    /// `XADD` lines to `sb:audit` on this Redis.
+    pub stream_url: Option<String>,
+}
+
+impl Audit {
+    /// An audit handle that writes nowhere but the application log.
+    pub fn without_sinks(key: &[u8], node: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                key: hmac::Key::new(hmac::HMAC_SHA256, key),
+                node: node.to_owned(),
+                queue: None,
+            }),
+        }
+    }
+
+    /// Starts the writer thread with the configured sinks.
+    pub fn start(settings: AuditSettings) -> Result<Self, String> {
+        let file = match &settings.file {
+            Some(path) => Some(
+                FileSink::open(path, settings.rotate_bytes)
+                    .map_err(|e| format!("cannot open the audit file {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let stream = match &settings.stream_url {
+            Some(url) => Some(StreamSink::new(url)?),
+            None => None,
+        };
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &settings.key);
+        let queue = writer::start(
+            key.clone(),
+            settings.node.clone(),
+            Sinks { file, stream },
+            settings.file.as_deref(),
+        )
+        .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                key,
+                node: settings.node,
+                queue: Some(queue),
+            }),
+        })
+    }
+
+    /// The session's fingerprint: the first 128 bits of
+    /// HMAC-SHA256(audit key, "sb:session:" ‖ id), hex. The same session
+    /// always gives the same fingerprint; without the key it reveals nothing.
+    pub fn fingerprint(&self, id: &SessionId) -> String {
+        fingerprint(&self.inner.key, id)
+    }
+
+    /// Queue statistics, when a writer runs.
+    pub fn stats(&self) -> Option<&writer::QueueStats> {
+        self.inner.queue.as_ref().map(|q| q.stats.as_ref())
+    }
+
+    /// Records one event: off the request path, never blocking.
+    pub fn record(&self, event: &AuditEvent<'_>, ctx: &RequestContext) {
+        let non_empty = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+        let record = AuditRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            ts: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            seq: 0,
+            node: self.inner.node.clone(),
+            event: event.kind.as_str().to_owned(),
+            site: event.site.to_owned(),
+            partner: event.partner.map(str::to_owned),
+            jti: event.jti.map(str::to_owned),
+            session_fp: event.session.map(|id| self.fingerprint(id)),
+            ip: non_empty(&ctx.ip),
+            user_agent: non_empty(&ctx.user_agent),
+            reason: event.reason.map(str::to_owned),
+            request_id: non_empty(&ctx.request_id),
+        };
+        tracing::debug!(
+            target: "audit",
+            event = record.event.as_str(),
+            site = record.site.as_str(),
+            reason = record.reason.as_deref().unwrap_or(""),
+            request_id = record.request_id.as_deref().unwrap_or(""),
+        );
+        if let Some(queue) = &self.inner.queue {
+            queue.push(record);
+        }
+    }
+}
+
+/// See [`Audit::fingerprint`].
+pub fn fingerprint(key: &hmac::Key, id: &SessionId) -> String {
+    let tag = hmac::sign(key, format!("sb:session:{}", id.expose()).as_bytes());
+    tag.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The audit key: `[audit] key` (`env:NAME` or the value), else a random key
+/// kept in `keys_dir/audit.key` (made on first start, mode 0600).
+pub fn load_key(reference: Option<&str>, keys_dir: &Path) -> Result<Vec<u8>, String> {
+    if let Some(reference) = reference {
+        let key = crate::config::resolve_secret(reference, |name| std::env::var(name).ok())
+            .map_err(|e| e.to_string())?;
+        if key.len() < 16 {
+            return Err("[audit] key must be at least 16 bytes".to_owned());
+        }
+        return Ok(key.into_bytes());
+    }
+    let path = keys_dir.join(KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.trim().as_bytes().to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = crate::flows::binding::random_token()
+                .ok_or("the system random generator failed")?;
+            std::fs::create_dir_all(keys_dir)
+                .map_err(|e| format!("{}: {e}", keys_dir.display()))?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            std::io::Write::write_all(&mut file, key.as_bytes())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(key.into_bytes())
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The audit key's file name in `keys_dir` (not `.json`: it is not a signing key).
+pub const KEY_FILE: &str = "audit.key";

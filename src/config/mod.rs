@@ -184,6 +184,9 @@ pub struct AuditConfig {
     pub redis_stream: bool,
     /// HMAC key for fingerprints and the chain (`env:NAME` or the value).
     pub key: Option<String>,
+    /// The file is rotated when it reaches this many bytes.
+    #[serde(default = "default_rotate_bytes")]
+    pub rotate_bytes: u64,
 }
 
 impl Default for AuditConfig {
@@ -192,8 +195,13 @@ impl Default for AuditConfig {
             file: default_audit_file(),
             redis_stream: false,
             key: None,
+            rotate_bytes: default_rotate_bytes(),
         }
     }
+}
+
+fn default_rotate_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 fn default_audit_file() -> Option<PathBuf> {
@@ -348,6 +356,7 @@ impl fmt::Debug for AuditConfig {
             .field("file", &self.file)
             .field("redis_stream", &self.redis_stream)
             .field("key", &self.key.as_ref().map(|_| "redacted"))
+            .field("rotate_bytes", &self.rotate_bytes)
             .finish()
     }
 }

@@ -195,7 +195,7 @@ impl Bridge {
         };
         let (token, claims) = self.tokens.issue(&request, now)?;
         let record = TokenRecord {
-            session_id,
+            session_id: session_id.clone(),
             aud: receiver.id.clone(),
             challenge: challenge.to_owned(),
         };
@@ -210,7 +210,8 @@ impl Bridge {
         self.audit.record(
             &AuditEvent::new(EventKind::TokenIssued, &issuer.id)
                 .partner(&receiver.id)
-                .jti(&claims.jti),
+                .jti(&claims.jti)
+                .session(&session_id),
             ctx,
         );
         Ok(token)

@@ -107,7 +107,8 @@ impl Bridge {
         self.audit.record(
             &AuditEvent::new(EventKind::TokenRedeemed, &receiver.id)
                 .partner(&claims.iss)
-                .jti(&claims.jti),
+                .jti(&claims.jti)
+                .session(&session.id),
             ctx,
         );
         Ok(Accepted {
@@ -154,6 +155,7 @@ impl Bridge {
             &AuditEvent::new(EventKind::TokenReplayed, &receiver.id)
                 .partner(issuer)
                 .jti(jti)
+                .session(&record.session_id)
                 .reason(reason),
             ctx,
         );
@@ -162,6 +164,7 @@ impl Bridge {
                 Ok(_) => self.audit.record(
                     &AuditEvent::new(EventKind::SessionRevoked, &receiver.id)
                         .jti(jti)
+                        .session(&record.session_id)
                         .reason("token_replayed"),
                     ctx,
                 ),

@@ -152,7 +152,9 @@ impl Bridge {
                     };
                     let session = self.sessions.create(&self.store, new, now).await?;
                     self.audit.record(
-                        &AuditEvent::new(EventKind::SessionCreated, &issuer.id).reason("anonymous"),
+                        &AuditEvent::new(EventKind::SessionCreated, &issuer.id)
+                            .session(&session.id)
+                            .reason("anonymous"),
                         ctx,
                     );
                     (session.id.clone(), Some(session.id))

@@ -153,12 +153,7 @@ pub async fn accept_post(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, HttpError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/x-www-form-urlencoded") {
+    if !request::has_content_type(&req, "application/x-www-form-urlencoded") {
         return Err(HttpError::new(
             actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -224,27 +219,39 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
         .body(state.bridge.tokens.keys().public_jwks().to_string())
 }
 
-fn script(source: &'static str) -> HttpResponse {
+fn script(req: &HttpRequest, source: &'static str) -> HttpResponse {
     // Partners pin the script with SRI; a week of caching, and an ETag of
     // that same hash for revalidation.
-    HttpResponse::Ok()
+    let etag = format!("\"{}\"", crate::handshake::sri(source));
+    let cached = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
+    let mut response = if cached {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
         .insert_header((header::CACHE_CONTROL, "public, max-age=604800"))
-        .insert_header((
-            header::ETAG,
-            format!("\"{}\"", crate::handshake::sri(source)),
-        ))
+        .insert_header((header::ETAG, etag));
+    if cached {
+        return response.finish();
+    }
+    response
         .content_type("text/javascript; charset=utf-8")
         .body(source)
 }
 
 /// `GET /bridge/session-bridge.js`.
-pub async fn classic_script() -> HttpResponse {
-    script(crate::handshake::CLASSIC)
+pub async fn classic_script(req: HttpRequest) -> HttpResponse {
+    script(&req, crate::handshake::CLASSIC)
 }
 
 /// `GET /bridge/session-bridge.mjs`.
-pub async fn module_script() -> HttpResponse {
-    script(crate::handshake::MODULE)
+pub async fn module_script(req: HttpRequest) -> HttpResponse {
+    script(&req, crate::handshake::MODULE)
 }
 
 /// `GET /bridge/assets/bridge.css`.

@@ -143,12 +143,7 @@ pub async fn exchange(
         );
         return Err(reject_exchange(&req, &state, &site, error));
     }
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/json") {
+    if !request::has_content_type(&req, "application/json") {
         let error = HttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

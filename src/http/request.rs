@@ -154,6 +154,16 @@ pub fn clear_state_cookie() -> Cookie<'static> {
     cookie
 }
 
+/// Whether the request's `Content-Type` is `essence` (case-insensitive,
+/// parameters such as `charset` allowed).
+pub fn has_content_type(req: &HttpRequest, essence: &str) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(essence))
+}
+
 /// Reads a request body of at most `limit` bytes; more is refused with 413.
 pub async fn read_body(
     payload: web::Payload,
@@ -186,11 +196,17 @@ pub async fn read_body(
 /// a browser and passes (browsers always send one on a cross-origin POST).
 pub fn is_same_origin_request(req: &HttpRequest, site: &Site) -> bool {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let origin = header("origin");
+    let own_origin = |origin: &str| site.origins.iter().any(|o| o.to_string() == origin);
+    // An Origin that names another site is refused whatever else is sent.
+    if origin.is_some_and(|o| o != "null" && !own_origin(o)) {
+        return false;
+    }
     if let Some(fetch_site) = header("sec-fetch-site") {
         return fetch_site == "same-origin";
     }
-    match header("origin") {
-        Some(origin) => site.origins.iter().any(|o| o.to_string() == origin),
+    match origin {
+        Some(origin) => own_origin(origin),
         None => true,
     }
 }

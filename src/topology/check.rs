@@ -249,12 +249,6 @@ fn site_warnings(topology: &Topology, findings: &mut Vec<Finding>) {
 /// than let an operator believe they are in force.
 fn not_yet_supported(config: &Config, findings: &mut Vec<Finding>) {
     let mut unsupported = Vec::new();
-    if config.audit.redis_stream {
-        unsupported.push(("[audit] redis_stream", None));
-    }
-    if config.audit.key.is_some() {
-        unsupported.push(("[audit] key", None));
-    }
     if !config.admin.tokens.is_empty() {
         unsupported.push(("[admin] tokens", None));
     }

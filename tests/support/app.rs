@@ -38,6 +38,7 @@ impl TestApp {
         let keys_dir = tempfile::tempdir().unwrap();
         let mut config = demo_config("127.0.0.1:0", port);
         config.tokens.keys_dir = keys_dir.path().to_owned();
+        config.audit.file = Some(keys_dir.path().join("audit.log"));
         config.api.keys = vec![API_KEY.to_owned()];
         config.server.workers = 2;
         let redis = match backend {
@@ -71,6 +72,29 @@ impl TestApp {
     /// `http://{site}.localhost:{port}`
     pub fn origin(&self, site: &str) -> String {
         format!("http://{site}.localhost:{}", self.port)
+    }
+
+    /// The audit file of this app.
+    pub fn audit_path(&self) -> std::path::PathBuf {
+        self.keys_dir.path().join("audit.log")
+    }
+
+    /// The audit lines written so far, waiting (bounded) until `wanted`
+    /// returns true for them.
+    pub async fn audit_lines_until(&self, wanted: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        for _ in 0..100 {
+            lines = std::fs::read_to_string(self.audit_path())
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            if wanted(&lines) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        lines
     }
 
     /// A token service with the bridge's own keys, to forge tokens with.
