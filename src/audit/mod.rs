@@ -3,8 +3,10 @@
 //! to a file and/or a Redis Stream. Raw session IDs and raw tokens are never
 //! recorded: sessions appear as keyed fingerprints.
 
+pub mod export;
 pub mod line;
 pub mod sink;
+pub mod verify;
 pub mod writer;
 
 use crate::store::SessionId;
@@ -248,6 +250,19 @@ pub fn fingerprint(key: &hmac::Key, id: &SessionId) -> String {
 /// The audit key: `[audit] key` (`env:NAME` or the value), else a random key
 /// kept in `keys_dir/audit.key` (made on first start, mode 0600).
 pub fn load_key(reference: Option<&str>, keys_dir: &Path) -> Result<Vec<u8>, String> {
+    load_or_make_key(reference, keys_dir, true)
+}
+
+/// Like [`load_key`] but never makes a key (for `audit verify` and friends).
+pub fn read_key(reference: Option<&str>, keys_dir: &Path) -> Result<Vec<u8>, String> {
+    load_or_make_key(reference, keys_dir, false)
+}
+
+fn load_or_make_key(
+    reference: Option<&str>,
+    keys_dir: &Path,
+    create: bool,
+) -> Result<Vec<u8>, String> {
     if let Some(reference) = reference {
         let key = crate::config::resolve_secret(reference, |name| std::env::var(name).ok())
             .map_err(|e| e.to_string())?;
@@ -259,7 +274,7 @@ pub fn load_key(reference: Option<&str>, keys_dir: &Path) -> Result<Vec<u8>, Str
     let path = keys_dir.join(KEY_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(text.trim().as_bytes().to_vec()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
             let key = crate::flows::binding::random_token()
                 .ok_or("the system random generator failed")?;
             std::fs::create_dir_all(keys_dir)

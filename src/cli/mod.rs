@@ -1,5 +1,6 @@
 //! The command line: `serve` (default), `check`, `keys generate|rotate`.
 
+mod audit;
 mod check;
 
 use crate::app::{StartError, prepare};
@@ -44,6 +45,11 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+    },
+    /// The audit trail: verify, export, tail, fingerprint.
+    Audit {
+        #[command(subcommand)]
+        action: audit::AuditAction,
     },
     /// Manage signing keys in `[tokens] keys_dir`.
     Keys {
@@ -119,6 +125,7 @@ pub fn run() -> ExitCode {
             tls_self_signed,
         } => serve(config, listen, tls_self_signed),
         Command::Check { config, format } => check(config, format),
+        Command::Audit { action } => audit::run(action),
         Command::Keys {
             action: KeysAction::Generate(args) | KeysAction::Rotate(args),
         } => generate_key(args),

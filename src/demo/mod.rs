@@ -3,6 +3,7 @@
 //! demo mode. They use the bridge the way a real site would: a page without
 //! a session sends the browser through `/bridge/start`.
 
+use crate::audit::{AuditEvent, EventKind};
 use crate::flows::return_to::validate_local_target;
 use crate::http::AppState;
 use crate::http::error::HttpError;
@@ -223,7 +224,9 @@ async fn login_submit(
     let now = state.clock.unix();
     // Signing in always makes a NEW session ID (fixation defence); an
     // anonymous session's cart comes along.
-    let session = match current_session(&req, &state, &site).await? {
+    let existing = current_session(&req, &state, &site).await?;
+    let rotated = existing.is_some();
+    let session = match existing {
         Some(old) => {
             bridge
                 .sessions
@@ -241,6 +244,17 @@ async fn login_submit(
         }
     }
     .map_err(|e| HttpError::session(&e, &req))?;
+    let kind = if rotated {
+        EventKind::SessionRotated
+    } else {
+        EventKind::SessionCreated
+    };
+    bridge.audit.record(
+        &AuditEvent::new(kind, &site.id)
+            .session(&session.id)
+            .reason("login"),
+        &request::context(&req),
+    );
     let mut response = see_other(return_to);
     response
         .add_cookie(&request::session_cookie(&site, &session.id))
