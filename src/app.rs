@@ -1,11 +1,13 @@
 //! Turning a configuration into a running bridge: validate the topology,
 //! load (or make) keys, connect the store, resolve secrets.
 
+use crate::audit::alerts::AlertSettings;
 use crate::audit::{Audit, AuditSettings};
 use crate::clock::Clock;
 use crate::config::{Config, SecretError, StoreKind, resolve_secret};
 use crate::flows::Bridge;
 use crate::http::AppState;
+use crate::metrics::Metrics;
 use crate::sessions::SessionPolicy;
 use crate::store::{AnyStore, MemoryStore, RedisStore, StoreError};
 use crate::token::{KeyError, KeySet, TokenService};
@@ -49,6 +51,16 @@ pub struct Prepared {
     pub state: AppState,
     /// A demo API key made up at start (when `SESSION_BRIDGE_API_KEY` is unset).
     pub generated_api_key: Option<String>,
+    /// A demo admin token made up at start (when `SESSION_BRIDGE_ADMIN_TOKEN` is unset).
+    pub generated_admin_token: Option<String>,
+}
+
+/// Resolves `env:NAME` references; an unset variable refuses the start.
+fn resolve_all(references: &[String]) -> Result<Vec<String>, StartError> {
+    references
+        .iter()
+        .map(|r| resolve_secret(r, |name| std::env::var(name).ok()).map_err(StartError::Secret))
+        .collect()
 }
 
 /// This process's name in the audit trail: host and listen port.
@@ -63,11 +75,18 @@ fn node_name(config: &Config) -> String {
     format!("{host}:{port}")
 }
 
-fn start_audit(config: &Config) -> Result<Audit, StartError> {
-    let key = crate::audit::load_key(config.audit.key.as_deref(), &config.tokens.keys_dir).map_err(StartError::Settings)?;
+fn start_audit(
+    config: &Config,
+    tokens: &TokenService,
+    metrics: &Metrics,
+) -> Result<Audit, StartError> {
+    let key = crate::audit::load_key(config.audit.key.as_deref(), &config.tokens.keys_dir)
+        .map_err(StartError::Settings)?;
     let stream_url = if config.audit.redis_stream {
         let url = config.store.url.clone().ok_or_else(|| {
-            StartError::Settings("[audit] redis_stream needs [store] url (one Redis server)".to_owned())
+            StartError::Settings(
+                "[audit] redis_stream needs [store] url (one Redis server)".to_owned(),
+            )
         })?;
         Some(url)
     } else {
@@ -76,9 +95,19 @@ fn start_audit(config: &Config) -> Result<Audit, StartError> {
     Audit::start(AuditSettings {
         key,
         node: node_name(config),
-        file: config.audit.file.clone().filter(|p| !p.as_os_str().is_empty()),
+        file: config
+            .audit
+            .file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty()),
         rotate_bytes: config.audit.rotate_bytes,
         stream_url,
+        alerts: Some(AlertSettings {
+            webhook_url: Some(config.alerts.webhook_url.clone()),
+            rejections_per_minute: config.alerts.rejections_per_minute,
+            signer: tokens.clone(),
+            counter: metrics.alerts.clone(),
+        }),
     })
     .map_err(StartError::Settings)
 }
@@ -101,15 +130,13 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
     let store = match config.store.kind {
         StoreKind::Memory => AnyStore::Memory(MemoryStore::new(clock.clone())),
         StoreKind::Redis => {
-            if config.store.sentinel.is_some() || config.store.cluster.is_some() {
-                return Err(StartError::Settings(
-                    "[store] sentinel and cluster are not supported yet; use url".to_owned(),
-                ));
-            }
-            let url = config.store.url.as_deref().ok_or_else(|| {
-                StartError::Settings("[store] kind = \"redis\" needs url".to_owned())
-            })?;
-            AnyStore::Redis(RedisStore::connect(url).await.map_err(StartError::Store)?)
+            // Exactly one of url, sentinel, cluster; a readable reason when not.
+            RedisStore::check_config(&config.store).map_err(StartError::Settings)?;
+            AnyStore::Redis(
+                RedisStore::from_config(&config.store)
+                    .await
+                    .map_err(StartError::Store)?,
+            )
         }
     };
     let lookup = |name: &str| std::env::var(name).ok();
@@ -128,25 +155,48 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
             Err(e) => return Err(StartError::Secret(e)),
         }
     }
+    let (admin_tokens, generated_admin_token) = match resolve_all(&config.admin.tokens) {
+        Ok(tokens) => (tokens, None),
+        Err(_) if demo => {
+            let token = crate::flows::binding::random_token().ok_or_else(|| {
+                StartError::Settings("the system random generator failed".to_owned())
+            })?;
+            (vec![token.clone()], Some(token))
+        }
+        Err(e) => return Err(e),
+    };
     let sessions = SessionPolicy {
         idle_secs: i64::try_from(config.sessions.idle_timeout.get()).unwrap_or(i64::MAX),
         absolute_secs: i64::try_from(config.sessions.absolute_timeout.get()).unwrap_or(i64::MAX),
     };
+    let tokens = TokenService::new(keys, config.tokens.ttl.get(), config.tokens.leeway.get());
+    let metrics = Arc::new(Metrics::new());
+    let audit = start_audit(config, &tokens, &metrics)?;
     let bridge = Bridge {
         topology: Arc::new(topology),
-        tokens: TokenService::new(keys, config.tokens.ttl.get(), config.tokens.leeway.get()),
+        tokens,
         store,
         sessions,
         revoke_on_replay: config.tokens.revoke_on_replay,
-        audit: start_audit(config)?,
+        audit,
     };
+    // Logs the session events other nodes publish on `sb:events` (Redis only).
+    crate::flows::logout::spawn_event_listener(&config.store);
     Ok(Prepared {
         state: AppState {
             bridge,
             clock,
             api_keys,
             demo,
+            admin_tokens,
+            audit_file: config
+                .audit
+                .file
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
+            metrics,
         },
         generated_api_key,
+        generated_admin_token,
     })
 }

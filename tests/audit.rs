@@ -8,7 +8,7 @@ mod support;
 use reqwest::StatusCode;
 use std::path::Path;
 use std::process::Command;
-use support::app::{API_KEY, Backend, TestApp};
+use support::app::{ADMIN_TOKEN, API_KEY, Backend, TestApp};
 use support::browser::Browser;
 
 const BIN: &str = env!("CARGO_BIN_EXE_session-bridge");
@@ -365,6 +365,16 @@ async fn rotation_keeps_the_chain_and_export_filters() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(rotated.exists(), "the file rotated");
+    // One more event, so the newest file is not empty.
+    browser
+        .get(&format!("{}/bridge/accept?token=junk", app.origin("shop")))
+        .await;
+    for _ in 0..100 {
+        if std::fs::metadata(app.audit_path()).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let mut files: Vec<std::path::PathBuf> = (1..=10)
         .map(|n| app.audit_path().with_extension(format!("log.{n}")))
@@ -412,4 +422,376 @@ async fn rotation_keeps_the_chain_and_export_filters() {
         assert_eq!(rows.len(), 6, "{format}: {text}");
         assert!(rows.iter().all(|r| r.contains(marker)), "{format}: {text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_page_for_the_security_team() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("shop.localhost", ([127, 0, 0, 1], app.port).into())
+        .resolve("account.localhost", ([127, 0, 0, 1], app.port).into())
+        .build()
+        .unwrap();
+    let mut browser = Browser::new(app.port);
+    sign_in(&app, &mut browser, "dora").await;
+    let accept = {
+        let issue = browser
+            .get(&format!(
+                "{}/bridge/start?from=account&return_to=%2F",
+                app.origin("shop")
+            ))
+            .await
+            .location()
+            .unwrap();
+        browser.get(issue.as_str()).await.location().unwrap()
+    };
+    browser.get(accept.as_str()).await;
+    for _ in 0..60 {
+        client
+            .get(format!("{}/bridge/accept?token=junk", app.origin("shop")))
+            .send()
+            .await
+            .unwrap();
+    }
+    // A replay from an attacker whose user agent is markup (newest: page 1).
+    client
+        .get(accept.as_str())
+        .header("User-Agent", "<script>alert(1)</script>")
+        .send()
+        .await
+        .unwrap();
+    app.audit_lines_until(|lines| lines.iter().any(|l| l.contains("token.replayed")))
+        .await;
+    let admin = format!("{}/admin/audit", app.origin("shop"));
+    let refused = client.get(&admin).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        refused
+            .headers()
+            .get("www-authenticate")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    let wrong = client
+        .get(&admin)
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let page = client
+        .get(&admin)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers().get("cache-control").unwrap(), "no-store");
+    assert_eq!(page.headers().get("x-frame-options").unwrap(), "DENY");
+    assert!(
+        page.headers()
+            .get("content-security-policy")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("<strong id=\"replays-hour\">1</strong>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;") || html.contains("&#60;script&#62;"),
+        "escaped"
+    );
+    assert!(!html.contains("<script>alert(1)</script>"));
+    assert!(
+        html.contains("page 1 of 2"),
+        "60+ records are paginated by 50"
+    );
+    // Basic auth (what a browser prompt sends) works too.
+    let basic = client
+        .get(&admin)
+        .basic_auth("security", Some(ADMIN_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), StatusCode::OK);
+    // Filters.
+    let replays = client
+        .get(format!("{admin}?event=token.replayed"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(replays.contains("1 matching record(s)"), "{replays}");
+    assert!(replays.contains("class=\"highlight\""));
+    let by_prefix = client
+        .get(format!("{admin}?event=token.&site=shop&page=2"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(by_prefix.contains("page 2 of 2"), "{by_prefix}");
+    let bad_time = client
+        .get(format!("{admin}?since=yesterday"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_time.status(), StatusCode::BAD_REQUEST);
+}
+
+/// `name{labels} value` lines of the Prometheus text format.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_request_ids() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let mut browser = Browser::new(app.port);
+    let id = sign_in(&app, &mut browser, "eve").await;
+    browser
+        .follow(&format!(
+            "{}/bridge/start?from=account&return_to=%2F",
+            app.origin("shop")
+        ))
+        .await;
+    let refused = browser
+        .get(&format!("{}/bridge/accept?token=junk", app.origin("shop")))
+        .await;
+    // The request ID is echoed to the user and found in the audit trail.
+    let request_id = refused.header("x-request-id").unwrap().to_owned();
+    assert!(
+        refused.body.contains(&request_id),
+        "the error page shows the request ID"
+    );
+    browser.accept_json = true;
+    let json = browser
+        .get(&format!("{}/bridge/accept?token=junk", app.origin("shop")))
+        .await;
+    let problem: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(problem["request_id"].as_str(), json.header("x-request-id"));
+    let lines = app
+        .audit_lines_until(|lines| lines.iter().any(|l| l.contains(&request_id)))
+        .await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&request_id) && l.contains("token.rejected"))
+    );
+
+    let scrape = reqwest::get(format!("http://127.0.0.1:{}/metrics", app.port))
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), StatusCode::OK);
+    let text = scrape.text().await.unwrap();
+    assert!(!text.contains(&id), "no session ID in metrics");
+    let metrics = parse_metrics(&text);
+    let value = |name: &str| metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert_eq!(
+        value("session_bridge_handoffs_total{flow=\"redirect\",outcome=\"redeemed\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("session_bridge_handoffs_total{flow=\"redirect\",outcome=\"token_malformed\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("session_bridge_token_rejections_total{reason=\"token_malformed\"}"),
+        Some(2.0)
+    );
+    assert!(
+        value("session_bridge_http_request_duration_seconds_count{endpoint=\"/bridge/accept\",method=\"GET\"}").is_some_and(|v| v >= 3.0),
+        "{text}"
+    );
+    assert!(value("session_bridge_audit_queue_depth").is_some());
+}
+
+/// A webhook receiver: collects request bodies, answers 200.
+async fn webhook_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buffer).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            store.lock().unwrap().push(body[..length].to_owned());
+                            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_and_rejection_bursts_raise_signed_alerts() {
+    let (hook_port, bodies) = webhook_receiver().await;
+    let app = TestApp::spawn_with(Backend::Memory, move |config| {
+        config.alerts.webhook_url = format!("http://127.0.0.1:{hook_port}/hook");
+        config.alerts.rejections_per_minute = 5;
+    })
+    .await;
+    let mut browser = Browser::new(app.port);
+    sign_in(&app, &mut browser, "fay").await;
+    let issue = browser
+        .get(&format!(
+            "{}/bridge/start?from=account&return_to=%2F",
+            app.origin("shop")
+        ))
+        .await
+        .location()
+        .unwrap();
+    let accept = browser.get(issue.as_str()).await.location().unwrap();
+    browser.get(accept.as_str()).await;
+    Browser::new(app.port).get(accept.as_str()).await; // leaked: another browser
+    for _ in 0..5 {
+        browser
+            .get(&format!("{}/bridge/accept?token=junk", app.origin("shop")))
+            .await;
+    }
+    let mut received = Vec::new();
+    for _ in 0..100 {
+        received = bodies.lock().unwrap().clone();
+        if received.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        received.len(),
+        3,
+        "one replay alert and two burst alerts (per IP, per partner): {received:?}"
+    );
+    // Each alert is a JWT signed by the bridge's published key.
+    let jwks: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{}/bridge/jwks.json", app.port))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let x = jwks["keys"][0]["x"].as_str().unwrap();
+    let key = jsonwebtoken::DecodingKey::from_ed_components(x).unwrap();
+    let _ = app.token_service(); // installs the crypto provider in this process
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    let mut kinds = Vec::new();
+    for body in &received {
+        let header = jsonwebtoken::decode_header(body).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("alert+jwt"));
+        let data = jsonwebtoken::decode::<serde_json::Value>(body, &key, &validation).unwrap();
+        kinds.push(data.claims["alert"]["kind"].as_str().unwrap().to_owned());
+        if data.claims["alert"]["kind"] == "rejection_burst" {
+            assert_eq!(data.claims["alert"]["count"], 5);
+        }
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["rejection_burst", "rejection_burst", "token_replayed"]
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", app.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("session_bridge_alerts_total{reason=\"token_replayed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("session_bridge_alerts_total{reason=\"rejection_burst\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follows_new_lines() {
+    use std::io::{BufRead, BufReader};
+    let app = TestApp::spawn(Backend::Memory).await;
+    let mut browser = Browser::new(app.port);
+    sign_in(&app, &mut browser, "gil").await;
+    app.audit_lines_until(|lines| !lines.is_empty()).await;
+    let config = cli_config(&app, &app.audit_path());
+    let mut child = Command::new(BIN)
+        .args(["audit", "tail", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = receiver
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(first.contains("session.created"), "{first}");
+    browser
+        .get(&format!("{}/bridge/accept?token=junk", app.origin("shop")))
+        .await;
+    let next = receiver
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(next.contains("token.rejected"), "{next}");
+    let _ = child.kill();
+    let _ = child.wait();
 }

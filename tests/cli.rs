@@ -155,8 +155,19 @@ fn serve_with_a_config_file_serves_its_sites() {
         "beta.localhost:{port} is not an origin: {direct}"
     );
     assert!(
-        dir.path().join("keys").read_dir().unwrap().count() == 1,
-        "a key is made on first start"
+        dir.path()
+            .join("keys")
+            .read_dir()
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json"))
+            .count()
+            == 1,
+        "a signing key is made on first start"
     );
 }
 

@@ -3,6 +3,7 @@
 //! to a file and/or a Redis Stream. Raw session IDs and raw tokens are never
 //! recorded: sessions appear as keyed fingerprints.
 
+pub mod alerts;
 pub mod export;
 pub mod line;
 pub mod sink;
@@ -124,6 +125,7 @@ struct Inner {
     key: hmac::Key,
     node: String,
     queue: Option<writer::Queue>,
+    alerter: Option<alerts::Alerter>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -149,6 +151,7 @@ pub struct AuditSettings {
     pub rotate_bytes: u64,
     /// `XADD` lines to `sb:audit` on this Redis.
     pub stream_url: Option<String>,
+    pub alerts: Option<alerts::AlertSettings>,
 }
 
 impl Audit {
@@ -159,6 +162,7 @@ impl Audit {
                 key: hmac::Key::new(hmac::HMAC_SHA256, key),
                 node: node.to_owned(),
                 queue: None,
+                alerter: None,
             }),
         }
     }
@@ -184,11 +188,13 @@ impl Audit {
             settings.file.as_deref(),
         )
         .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        let alerter = settings.alerts.map(alerts::Alerter::start).transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 key,
                 node: settings.node,
                 queue: Some(queue),
+                alerter,
             }),
         })
     }
@@ -232,6 +238,12 @@ impl Audit {
             reason = record.reason.as_deref().unwrap_or(""),
             request_id = record.request_id.as_deref().unwrap_or(""),
         );
+        if let Some(alerter) = &self.inner.alerter {
+            alerter.observe(
+                &record,
+                time::OffsetDateTime::now_utc().unix_timestamp() / 60,
+            );
+        }
         if let Some(queue) = &self.inner.queue {
             queue.push(record);
         }

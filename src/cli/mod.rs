@@ -2,6 +2,7 @@
 
 mod audit;
 mod check;
+mod session;
 
 use crate::app::{StartError, prepare};
 use crate::clock::Clock;
@@ -55,6 +56,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
+    },
+    /// Inspect the session store.
+    Session {
+        #[command(subcommand)]
+        action: session::SessionAction,
     },
 }
 
@@ -129,6 +135,7 @@ pub fn run() -> ExitCode {
         Command::Keys {
             action: KeysAction::Generate(args) | KeysAction::Rotate(args),
         } => generate_key(args),
+        Command::Session { action } => session::run(action),
     }
 }
 
@@ -196,6 +203,11 @@ fn announce(config: &Config, prepared: &crate::app::Prepared, demo: bool) {
                 .site("account")
                 .map(|s| s.primary_origin().to_string())
                 .unwrap_or_default()
+        );
+    }
+    if let Some(token) = &prepared.generated_admin_token {
+        println!(
+            "Demo admin token for /admin/audit (set SESSION_BRIDGE_ADMIN_TOKEN to choose one): {token}"
         );
     }
     if let Some(key) = &prepared.generated_api_key {

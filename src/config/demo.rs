@@ -47,5 +47,6 @@ pub fn demo_config_with_scheme(listen: &str, port: u16, scheme: &str) -> Config 
     };
     config.server.listen = listen.to_owned();
     config.api.keys = vec!["env:SESSION_BRIDGE_API_KEY".to_owned()];
+    config.admin.tokens = vec!["env:SESSION_BRIDGE_ADMIN_TOKEN".to_owned()];
     config
 }

@@ -2,6 +2,7 @@
 //! layer parses requests into these calls and turns outcomes into responses.
 
 pub mod binding;
+pub mod logout;
 pub mod postmessage;
 pub mod redeem;
 pub mod redirect;

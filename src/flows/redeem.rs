@@ -71,7 +71,7 @@ impl Bridge {
             // being used again from elsewhere: it leaked. One that is still
             // pending is refused without being burnt (a planted token).
             if let TokenStatus::Consumed(record) = self.store.peek_token(&claims.jti).await? {
-                self.on_replay(receiver, &claims.iss, &claims.jti, &record, true, ctx)
+                self.on_replay(receiver, &claims.iss, &claims.jti, &record, true, now, ctx)
                     .await;
                 return Err(FlowError::Replayed);
             }
@@ -84,7 +84,7 @@ impl Bridge {
             ConsumeOutcome::Replayed(record) => {
                 // Only this browser holds the verifier: a retry (a lost
                 // response, a double submit), refused but not a leak.
-                self.on_replay(receiver, &claims.iss, &claims.jti, &record, false, ctx)
+                self.on_replay(receiver, &claims.iss, &claims.jti, &record, false, now, ctx)
                     .await;
                 return Err(FlowError::Replayed);
             }
@@ -137,6 +137,7 @@ impl Bridge {
     /// A second use: logged as `token.replayed`. When it comes from another
     /// browser the token leaked, and by policy the session it pointed at is
     /// revoked everywhere.
+    #[allow(clippy::too_many_arguments)]
     async fn on_replay(
         &self,
         receiver: &Site,
@@ -144,6 +145,7 @@ impl Bridge {
         jti: &str,
         record: &TokenRecord,
         leaked: bool,
+        now: i64,
         ctx: &RequestContext,
     ) {
         let reason = if leaked {
@@ -161,13 +163,20 @@ impl Bridge {
         );
         if leaked && self.revoke_on_replay {
             match self.store.delete_session(&record.session_id).await {
-                Ok(_) => self.audit.record(
-                    &AuditEvent::new(EventKind::SessionRevoked, &receiver.id)
-                        .jti(jti)
-                        .session(&record.session_id)
-                        .reason("token_replayed"),
-                    ctx,
-                ),
+                Ok(existed) => {
+                    self.audit.record(
+                        &AuditEvent::new(EventKind::SessionRevoked, &receiver.id)
+                            .jti(jti)
+                            .session(&record.session_id)
+                            .reason("token_replayed"),
+                        ctx,
+                    );
+                    // Revoked everywhere: other nodes and back-channels hear of it too.
+                    if existed {
+                        self.announce_logout(&record.session_id, &receiver.id, now, ctx)
+                            .await;
+                    }
+                }
                 Err(e) => tracing::warn!(
                     code = e.code(),
                     "could not revoke the session of a replayed token"

@@ -6,7 +6,7 @@ use super::request;
 use crate::audit::{AuditEvent, EventKind};
 use crate::flows::binding::secrets_equal_bytes;
 use crate::sessions::{NewSession, SessionPolicy};
-use crate::store::Session;
+use crate::store::{Session, SessionId};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -56,6 +56,11 @@ pub struct CreateSession {
     user_id: Option<String>,
     #[serde(default)]
     data: Option<Map<String, Value>>,
+    /// A session to replace (login, privilege change): the new session takes
+    /// its data (with `data` merged over it as a merge patch) and, unless
+    /// `user_id` is given, its user; the old ID dies.
+    #[serde(default)]
+    rotate_from: Option<String>,
 }
 
 fn rfc3339(unix: i64) -> String {
@@ -125,11 +130,18 @@ pub async fn create_session(
         .site(&body.site)
         .ok_or_else(|| HttpError::bad_request("site_unknown", "no such site", &req))?;
     let now = state.clock.unix();
+    if let Some(old) = &body.rotate_from {
+        return rotate_session(&req, &state, site, old, body.user_id, body.data, now).await;
+    }
+    let data = body.data.unwrap_or_default();
+    if !crate::sessions::data_fits(&data) {
+        return Err(data_too_large(&req));
+    }
     let new = NewSession {
         site: &site.id,
         user_id: body.user_id,
         auth_ref: None,
-        data: body.data.unwrap_or_default(),
+        data,
     };
     let session = bridge
         .sessions
@@ -137,11 +149,88 @@ pub async fn create_session(
         .await
         .map_err(|e| HttpError::session(&e, &req))?;
     bridge.audit.record(
-        &AuditEvent::new(EventKind::SessionCreated, &site.id).reason("api"),
+        &AuditEvent::new(EventKind::SessionCreated, &site.id)
+            .session(&session.id)
+            .reason("api"),
         &request::context(&req),
     );
     Ok(HttpResponse::Created()
         .insert_header((header::ETAG, format!("\"{}\"", session.version)))
         .content_type("application/json")
         .body(session_view(&session, &bridge.sessions, now, true).to_string()))
+}
+
+fn data_too_large(req: &HttpRequest) -> HttpError {
+    HttpError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "session_data_too_large",
+        format!(
+            "the session's data would exceed {} bytes",
+            crate::sessions::MAX_DATA_BYTES
+        ),
+        req,
+    )
+}
+
+/// `POST /api/v1/sessions` with `rotate_from`: a NEW id for a login or a
+/// privilege change (session fixation defence). The old session must be
+/// live and held by `site`; unknown, malformed or foreign ids are all the
+/// same `404`, which never repeats the id.
+async fn rotate_session(
+    req: &HttpRequest,
+    state: &AppState,
+    site: &crate::topology::Site,
+    old: &str,
+    user_id: Option<String>,
+    patch: Option<Map<String, Value>>,
+    now: i64,
+) -> Result<HttpResponse, HttpError> {
+    let bridge = &state.bridge;
+    let not_found = || {
+        HttpError::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            "the session to rotate does not exist or has expired",
+            req,
+        )
+    };
+    let old_id = SessionId::parse(old).ok_or_else(not_found)?;
+    let mut old = bridge
+        .sessions
+        .load_for_site(&bridge.store, &old_id, &site.id, now)
+        .await
+        .map_err(|e| HttpError::session(&e, req))?
+        .ok_or_else(not_found)?;
+    if let Some(patch) = &patch {
+        crate::sessions::merge_patch_data(&mut old.data, patch);
+    }
+    if !crate::sessions::data_fits(&old.data) {
+        return Err(data_too_large(req));
+    }
+    let user_id = user_id.or_else(|| old.user_id.clone());
+    let fresh = bridge
+        .sessions
+        .rotate(&bridge.store, old, &site.id, user_id, now)
+        .await
+        .map_err(|e| HttpError::session(&e, req))?;
+    let ctx = request::context(req);
+    bridge.audit.record(
+        &AuditEvent::new(EventKind::SessionRotated, &site.id)
+            .session(&fresh.id)
+            .reason("api"),
+        &ctx,
+    );
+    bridge.audit.record(
+        &AuditEvent::new(EventKind::SessionRevoked, &site.id)
+            .session(&old_id)
+            .reason("rotated"),
+        &ctx,
+    );
+    // Other nodes drop what they hold of the old id; no back-channel
+    // logout: the user is still signed in, under the new id.
+    bridge.publish_event("rotated", &old_id).await;
+    Ok(HttpResponse::Created()
+        .insert_header((header::ETAG, format!("\"{}\"", fresh.version)))
+        .content_type("application/json")
+        .body(session_view(&fresh, &bridge.sessions, now, true).to_string()))
 }

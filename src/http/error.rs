@@ -18,6 +18,8 @@ pub struct HttpError {
     pub code: &'static str,
     pub detail: String,
     pub json: bool,
+    /// Shown to the user so they can quote it to support.
+    pub request_id: String,
 }
 
 #[derive(Template)]
@@ -28,6 +30,7 @@ struct ErrorPage<'a> {
     code: &'a str,
     detail: &'a str,
     retry: bool,
+    request_id: &'a str,
 }
 
 /// Whether the caller wants JSON: `/api` paths always, others when `Accept`
@@ -57,6 +60,7 @@ impl HttpError {
             code,
             detail: detail.into(),
             json: wants_json(req),
+            request_id: super::observe::request_id(req),
         }
     }
 
@@ -152,6 +156,16 @@ impl ResponseError for HttpError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        let mut response = self.build_response();
+        response
+            .extensions_mut()
+            .insert(super::observe::ErrorCode(self.code));
+        response
+    }
+}
+
+impl HttpError {
+    fn build_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("2")));
@@ -163,6 +177,7 @@ impl ResponseError for HttpError {
                 "status": self.status.as_u16(),
                 "code": self.code,
                 "detail": self.detail,
+                "request_id": self.request_id,
             });
             return response
                 .content_type("application/problem+json")
@@ -174,6 +189,7 @@ impl ResponseError for HttpError {
             code: self.code,
             detail: &self.detail,
             retry: self.status == StatusCode::SERVICE_UNAVAILABLE,
+            request_id: &self.request_id,
         };
         match page.render() {
             Ok(html) => response.content_type("text/html; charset=utf-8").body(html),

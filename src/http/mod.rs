@@ -1,11 +1,14 @@
 //! HTTP: routes, headers, and the server. Handlers are thin: they parse the
 //! request, call [`crate::flows`] or the store, and shape the answer.
 
+pub mod admin;
 pub mod api;
 pub mod bridge;
 pub mod error;
 pub mod handshake;
+pub mod observe;
 pub mod request;
+pub mod session_api;
 pub mod tls;
 
 use crate::clock::Clock;
@@ -25,6 +28,11 @@ pub struct AppState {
     pub api_keys: Vec<String>,
     /// Serve the demo sites' pages.
     pub demo: bool,
+    /// Resolved admin tokens for `/admin`.
+    pub admin_tokens: Vec<String>,
+    /// This node's audit file, for `/admin/audit`.
+    pub audit_file: Option<std::path::PathBuf>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// The CSP of pages that set none themselves: no script at all.
@@ -32,7 +40,7 @@ const DEFAULT_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self';
 
 /// Whether a path's answers must never be cached.
 fn is_no_store_path(path: &str) -> bool {
-    (path.starts_with("/bridge/") || path.starts_with("/api/"))
+    (path.starts_with("/bridge/") || path.starts_with("/api/") || path.starts_with("/admin/"))
         && !matches!(
             path,
             "/bridge/jwks.json" | "/bridge/session-bridge.js" | "/bridge/session-bridge.mjs"
@@ -98,7 +106,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, demo: bool) {
         .route("/bridge/jwks.json", web::get().to(bridge::jwks))
         .route("/bridge/frame", web::get().to(handshake::frame))
         .route("/bridge/exchange", web::post().to(handshake::exchange))
-        .route("/bridge/session", web::get().to(handshake::session))
         .route(
             "/bridge/session-bridge.js",
             web::get().to(bridge::classic_script),
@@ -112,6 +119,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, demo: bool) {
             web::get().to(bridge::stylesheet),
         )
         .service(web::resource("/api/v1/sessions").route(web::post().to(api::create_session)))
+        .route("/admin/audit", web::get().to(admin::audit))
+        .route("/metrics", web::get().to(observe::metrics))
         .route("/healthz", web::get().to(bridge::healthz))
         .route("/readyz", web::get().to(bridge::readyz));
     if demo {
@@ -127,12 +136,16 @@ pub fn serve(
     tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<Server> {
     let demo = state.demo;
+    let topology = std::sync::Arc::clone(&state.bridge.topology);
     let state = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap(from_fn(security_headers))
+            .wrap(from_fn(observe::observe))
             .configure(|cfg| configure(cfg, demo))
+            // The session API (`/bridge/session`, heartbeat, logout with CORS per site; `/api/v1/sessions/{id}`).
+            .configure(|cfg| session_api::configure(cfg, &topology))
             .default_service(web::to(not_found))
     });
     server = match tls {

@@ -92,7 +92,7 @@ pub fn context(req: &HttpRequest) -> RequestContext {
             .chars()
             .take(256)
             .collect(),
-        request_id: uuid::Uuid::now_v7().to_string(),
+        request_id: super::observe::request_id(req),
     }
 }
 

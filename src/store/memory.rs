@@ -215,6 +215,16 @@ impl Store for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    async fn session_ttl(&self, id: &SessionId) -> Result<Option<Duration>, StoreError> {
+        let now = self.now_ms();
+        let maps = self.lock();
+        Ok(maps
+            .sessions
+            .get(id)
+            .filter(|e| e.expires_at > now)
+            .map(|e| Duration::from_millis((e.expires_at - now).unsigned_abs())))
+    }
 }
 
 #[cfg(test)]

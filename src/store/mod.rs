@@ -124,7 +124,30 @@ pub trait Store: Send + Sync {
 
     /// Whether the backend answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The remaining lifetime of a live session (`session show`), or `None`
+    /// when there is no such session.
+    fn session_ttl(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<Duration>, StoreError>> + Send;
+
+    /// Tells the other bridge nodes sharing this store about an event (Redis
+    /// pub/sub `PUBLISH channel message`; see [`EVENTS_CHANNEL`]). Fire and
+    /// forget: nobody listening is not an error. A single-process store has
+    /// no one to tell, so the default does nothing.
+    fn publish(
+        &self,
+        channel: &str,
+        message: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (channel, message);
+        async { Ok(()) }
+    }
 }
+
+/// The pub/sub channel of session events (`{"type":"logout","session_fp":…}`).
+pub const EVENTS_CHANNEL: &str = "sb:events";
 
 /// The configured backend.
 #[derive(Clone)]
@@ -189,6 +212,12 @@ impl Store for AnyStore {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping())
+    }
+    async fn session_ttl(&self, id: &SessionId) -> Result<Option<Duration>, StoreError> {
+        dispatch!(self, s => s.session_ttl(id))
+    }
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.publish(channel, message))
     }
 }
 

@@ -1,5 +1,31 @@
-//! The Redis backend: one server by URL, through a reconnecting
-//! [`ConnectionManager`].
+//! The Redis backend: one server by URL, a master found through Sentinel, or
+//! a Redis Cluster — all through the `redis` crate's own support.
+//!
+//! - **One server** (`[store] url`): a reconnecting [`ConnectionManager`].
+//! - **Cluster** (`[store] cluster`): a [`ClusterConnection`] from
+//!   [`ClusterClient`]; every command and script names exactly one key, so
+//!   the crate routes it (EVALSHA/EVAL by its key) to the node owning the
+//!   slot and follows `MOVED`/`ASK` by itself.
+//! - **Sentinel** (`[store] sentinel`): the master is looked up through the
+//!   sentinels ([`SentinelClient`], which also checks with `ROLE` that the
+//!   address it returns really is a master) and reached over a plain
+//!   [`MultiplexedConnection`]. A connection manager would keep reconnecting
+//!   to the address it started with — after a failover, the old master — so
+//!   instead, when a call fails in a way that says "this is not (or no
+//!   longer) a reachable master" (i/o error, timeout, dropped connection,
+//!   `READONLY`, `MASTERDOWN`, `LOADING`), the connection is forgotten and the
+//!   next call asks the sentinels again. The call that saw the failure is not
+//!   retried: it fails closed with [`StoreError::Unavailable`] (a consume that
+//!   timed out may have run; retrying it elsewhere could not tell). A
+//!   watcher task also asks the sentinels twice a second which master they
+//!   name, and moves to it when it is not the one in use: a failover off a
+//!   live master (`SENTINEL FAILOVER`, a partition) raises no error here, and
+//!   the old master keeps taking writes — which are then lost — until the
+//!   sentinels demote it. Sentinel disconnects the clients of a master it
+//!   demotes (`CLIENT KILL`), so a demoted master is never kept as a stale
+//!   read source either. Replication is asynchronous: a write acknowledged
+//!   by a master that dies before its replica has it is lost in a failover
+//!   (Redis's own limit; `min-replicas-to-write` on the servers narrows it).
 //!
 //! Security invariants, and why the code is shaped the way it is:
 //!
@@ -21,21 +47,34 @@
 //! - **Session updates are a compare-and-set script** on the stored
 //!   `version`, so a stale writer can never overwrite a newer session.
 //! - **Every record has a TTL** (`PX`, at least 1 ms): nothing lives forever.
-//! - **Errors never carry keys, session ids or tokens**: a Redis error is
-//!   reduced to a fixed, short reason before it leaves this module.
-//! - **Fail closed, fast.** Connection and response timeouts and a bounded
-//!   number of reconnect attempts make a dead Redis an
+//! - **Errors never carry keys, session ids, tokens or URLs**: a Redis error
+//!   is reduced to a fixed, short reason before it leaves this module.
+//! - **Fail closed, fast.** Every call is bounded: connection and response
+//!   timeouts inside the crate, a bounded number of retries, and an outer
+//!   deadline per call ([`CALL_TIMEOUT`]) and per master lookup
+//!   ([`RESOLVE_TIMEOUT`]). A dead or hung Redis is an
 //!   [`StoreError::Unavailable`] within a few seconds, never a hang; the
-//!   manager reconnects by itself once Redis is back.
+//!   store recovers by itself once Redis (or a new master) answers.
 
 use super::{
     ConsumeOutcome, Session, SessionId, Store, StoreError, TokenRecord, TokenStatus, UpdateOutcome,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script, Value};
+use crate::config::StoreConfig;
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::sentinel::{SentinelClient, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult, Script,
+    ScriptInvocation, Value,
+};
 use std::fmt;
-use std::sync::LazyLock;
-use std::time::Duration;
+use std::future::Future;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Each TCP connect (with the handshake) gives up after this long.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -45,6 +84,24 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 const RECONNECT_RETRIES: usize = 2;
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(400);
+/// Outer deadline of one store operation, whatever the topology: a script
+/// may take three round trips (EVALSHA, SCRIPT LOAD after NOSCRIPT, EVALSHA).
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Deadline for finding the master through the sentinels and connecting to it.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed master lookup, calls fail at once for this long instead of
+/// asking the sentinels again (a failover takes seconds; don't hammer them).
+const RESOLVE_BACKOFF: Duration = Duration::from_millis(200);
+/// How often the sentinels are asked which master they name (see
+/// `SentinelMaster::watch`).
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// Deadline for the first connection to a cluster (all seed nodes, slot map).
+const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// One cluster request including its redirections and retries.
+const CLUSTER_OVERALL_TIMEOUT: Duration = Duration::from_secs(2);
+const CLUSTER_RETRIES: u32 = 3;
+const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 50;
+const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 400;
 /// Upper bound for a TTL in milliseconds (about 35 000 years): keeps
 /// `now + PX` far from overflowing inside Redis.
 const MAX_TTL_MS: u64 = 1 << 50;
@@ -103,20 +160,126 @@ return value
     )
 });
 
-/// Sessions and tokens in Redis. Clones share one connection manager.
+/// Sessions and tokens in Redis: one server, Sentinel or Cluster. Clones
+/// share one connection (or, for Sentinel, one master lookup).
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(Arc<SentinelMaster>),
 }
 
 impl fmt::Debug for RedisStore {
-    // The manager's own Debug prints the connection info (URL, user): keep it out of logs.
+    // The connections' own Debug prints the connection info (URL, user): keep it out of logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RedisStore")
+        f.write_str(match self.backend {
+            Backend::Single(_) => "RedisStore(single)",
+            Backend::Cluster(_) => "RedisStore(cluster)",
+            Backend::Sentinel(_) => "RedisStore(sentinel)",
+        })
+    }
+}
+
+/// Which Redis deployment a `[store]` section names.
+enum Target<'a> {
+    Single(&'a str),
+    Sentinel {
+        master: &'a str,
+        nodes: &'a [String],
+    },
+    Cluster(&'a [String]),
+}
+
+/// Reads `[store]` for Redis: exactly one of `url`, `sentinel`, `cluster`,
+/// each URL well-formed. Messages never quote a URL (it may hold a password).
+fn target(config: &StoreConfig) -> Result<Target<'_>, String> {
+    let chosen = [
+        config.url.is_some(),
+        config.sentinel.is_some(),
+        config.cluster.is_some(),
+    ]
+    .iter()
+    .filter(|set| **set)
+    .count();
+    if chosen != 1 {
+        return Err(
+            "[store] kind = \"redis\" needs exactly one of url, sentinel, cluster".to_owned(),
+        );
+    }
+    let check_urls = |what: &str, urls: &[String]| -> Result<(), String> {
+        if urls.is_empty() {
+            return Err(format!("[store] {what} lists no redis URL"));
+        }
+        for (i, url) in urls.iter().enumerate() {
+            if url.as_str().into_connection_info().is_err() {
+                return Err(format!(
+                    "[store] {what}: entry {} is not a valid redis URL",
+                    i + 1
+                ));
+            }
+        }
+        Ok(())
+    };
+    if let Some(url) = &config.url {
+        if url.as_str().into_connection_info().is_err() {
+            return Err("[store] url is not a valid redis URL".to_owned());
+        }
+        return Ok(Target::Single(url));
+    }
+    if let Some(sentinel) = &config.sentinel {
+        if sentinel.master.trim().is_empty() {
+            return Err("[store] sentinel.master is empty".to_owned());
+        }
+        check_urls("sentinel.nodes", &sentinel.nodes)?;
+        return Ok(Target::Sentinel {
+            master: &sentinel.master,
+            nodes: &sentinel.nodes,
+        });
+    }
+    match &config.cluster {
+        Some(urls) => {
+            check_urls("cluster", urls)?;
+            Ok(Target::Cluster(urls))
+        }
+        None => Err("[store] kind = \"redis\" needs url, sentinel or cluster".to_owned()),
     }
 }
 
 impl RedisStore {
+    /// Checks a `[store]` section for Redis without connecting: exactly one of
+    /// `url`, `sentinel`, `cluster`, with well-formed URLs.
+    ///
+    /// # Errors
+    ///
+    /// A message for the operator (it never quotes a URL).
+    pub fn check_config(config: &StoreConfig) -> Result<(), String> {
+        target(config).map(|_| ())
+    }
+
+    /// Connects to the Redis deployment `[store]` names: `url` (one server),
+    /// `sentinel` (the master of a Sentinel set, followed across failovers)
+    /// or `cluster` (Redis Cluster, from its seed nodes).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the section is invalid (see
+    /// [`Self::check_config`] for a readable reason) or Redis does not answer
+    /// within a few seconds.
+    pub async fn from_config(config: &StoreConfig) -> Result<Self, StoreError> {
+        match target(config)
+            .map_err(|_| StoreError::Unavailable("invalid [store] section".to_owned()))?
+        {
+            Target::Single(url) => Self::connect(url).await,
+            Target::Sentinel { master, nodes } => Self::connect_sentinel(master, nodes).await,
+            Target::Cluster(urls) => Self::connect_cluster(urls).await,
+        }
+    }
+
     /// Connects to one Redis server (`redis://…` or `rediss://…`, when built
     /// with TLS support) and keeps reconnecting by itself after it is lost.
     ///
@@ -138,15 +301,473 @@ impl RedisStore {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| unavailable(&e))?;
-        Ok(Self { conn })
+        Ok(Self {
+            backend: Backend::Single(conn),
+        })
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes (`redis://…`);
+    /// the crate learns the slot map from them and follows it as it changes.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when a URL is invalid or the cluster does
+    /// not answer within a few seconds.
+    pub async fn connect_cluster(urls: &[String]) -> Result<Self, StoreError> {
+        if urls.is_empty() {
+            return Err(StoreError::Unavailable(
+                "no redis cluster node given".to_owned(),
+            ));
+        }
+        let client = ClusterClient::builder(urls.iter().map(String::as_str))
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .overall_response_timeout(Some(CLUSTER_OVERALL_TIMEOUT))
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
+            .build()
+            .map_err(|_| StoreError::Unavailable("invalid redis cluster urls".to_owned()))?;
+        let conn = bounded(CLUSTER_CONNECT_TIMEOUT, client.get_async_connection())
+            .await?
+            .map_err(|e| unavailable(&e))?;
+        Ok(Self {
+            backend: Backend::Cluster(conn),
+        })
+    }
+
+    /// Connects to the master named `master` as the sentinels at `nodes`
+    /// (`redis://…` of the sentinels themselves) report it, and follows it
+    /// across failovers (see the module notes).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when a URL is invalid or no master can be
+    /// found and reached within a few seconds.
+    pub async fn connect_sentinel(master: &str, nodes: &[String]) -> Result<Self, StoreError> {
+        if nodes.is_empty() {
+            return Err(StoreError::Unavailable(
+                "no redis sentinel given".to_owned(),
+            ));
+        }
+        let client = SentinelClient::build(
+            nodes.iter().map(String::as_str).collect(),
+            master.to_owned(),
+            None,
+            SentinelServerType::Master,
+        )
+        .map_err(|_| StoreError::Unavailable("invalid redis sentinel urls".to_owned()))?;
+        let sentinels = nodes
+            .iter()
+            .map(|url| redis::Client::open(url.as_str()))
+            .collect::<RedisResult<Vec<_>>>()
+            .map_err(|_| StoreError::Unavailable("invalid redis sentinel urls".to_owned()))?;
+        let link = Arc::new(SentinelMaster {
+            name: master.to_owned(),
+            sentinels,
+            resolver: tokio::sync::Mutex::new(Resolver {
+                client,
+                generation: 0,
+                last_attempt: None,
+            }),
+            current: Mutex::new(None),
+        });
+        link.master().await?;
+        SentinelMaster::watch(&link);
+        Ok(Self {
+            backend: Backend::Sentinel(link),
+        })
     }
 
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
-        let mut conn = self.conn.clone();
-        cmd.query_async::<Value>(&mut conn)
-            .await
-            .map_err(|e| unavailable(&e))
+        self.run(Op::Cmd(cmd)).await
     }
+
+    async fn invoke(&self, script: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
+        self.run(Op::Script(script)).await
+    }
+
+    /// Runs one operation on whatever connection the topology uses, within
+    /// [`CALL_TIMEOUT`].
+    async fn run(&self, op: Op<'_>) -> Result<Value, StoreError> {
+        match &self.backend {
+            Backend::Single(conn) => {
+                let mut conn = conn.clone();
+                bounded(CALL_TIMEOUT, op.exec(&mut conn))
+                    .await?
+                    .map_err(|e| unavailable(&e))
+            }
+            Backend::Cluster(conn) => {
+                let mut conn = conn.clone();
+                bounded(CALL_TIMEOUT, op.exec(&mut conn))
+                    .await?
+                    .map_err(|e| unavailable(&e))
+            }
+            Backend::Sentinel(link) => link.run(op).await,
+        }
+    }
+}
+
+/// One store operation: a plain command or a script invocation, both on one key.
+enum Op<'a> {
+    Cmd(&'a redis::Cmd),
+    Script(&'a ScriptInvocation<'a>),
+}
+
+impl Op<'_> {
+    async fn exec<C: ConnectionLike + Send>(&self, conn: &mut C) -> RedisResult<Value> {
+        match self {
+            Self::Cmd(cmd) => cmd.query_async(conn).await,
+            // EVALSHA, and on NOSCRIPT (a new master, a restarted node)
+            // SCRIPT LOAD and EVALSHA again.
+            Self::Script(script) => script.invoke_async(conn).await,
+        }
+    }
+}
+
+/// `fut`, or [`StoreError::Unavailable`] once `limit` has passed. The
+/// connections are cancellation-safe: an abandoned request's late reply is
+/// discarded, never handed to a later one.
+async fn bounded<T>(limit: Duration, fut: impl Future<Output = T>) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| StoreError::Unavailable("redis timed out".to_owned()))
+}
+
+/// The master of a Sentinel set: looked up again when it stops answering,
+/// and when the sentinels name another one.
+struct SentinelMaster {
+    /// The master's name in the sentinels' configuration.
+    name: String,
+    /// The sentinels, in configured order, for the watcher's questions.
+    sentinels: Vec<redis::Client>,
+    /// One lookup at a time; the sentinel client needs `&mut` anyway.
+    resolver: tokio::sync::Mutex<Resolver>,
+    /// The connection to the master last found, if it has not failed since.
+    current: Mutex<Option<Master>>,
+}
+
+struct Resolver {
+    client: SentinelClient,
+    generation: u64,
+    last_attempt: Option<Instant>,
+}
+
+#[derive(Clone)]
+struct Master {
+    conn: MultiplexedConnection,
+    /// Where `conn` leads, as the sentinels named it.
+    addr: ConnectionAddr,
+    /// Tells this connection from a newer one, so a late failure on an old
+    /// connection never throws away a fresh one.
+    generation: u64,
+}
+
+impl SentinelMaster {
+    fn current(&self) -> Option<Master> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drops the connection of `generation` (if it is still the current one),
+    /// so the next call asks the sentinels where the master is.
+    fn forget(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|m| m.generation == generation) {
+            *current = None;
+        }
+    }
+
+    /// The current master connection, looking the master up through the
+    /// sentinels (within [`RESOLVE_TIMEOUT`]) when there is none.
+    async fn master(&self) -> Result<Master, StoreError> {
+        if let Some(master) = self.current() {
+            return Ok(master);
+        }
+        bounded(RESOLVE_TIMEOUT, self.resolve()).await?
+    }
+
+    async fn resolve(&self) -> Result<Master, StoreError> {
+        let mut resolver = self.resolver.lock().await;
+        // Whoever held the lock before may have found it already.
+        if let Some(master) = self.current() {
+            return Ok(master);
+        }
+        if resolver
+            .last_attempt
+            .is_some_and(|at| at.elapsed() < RESOLVE_BACKOFF)
+        {
+            return Err(StoreError::Unavailable(
+                "redis master not known yet".to_owned(),
+            ));
+        }
+        // Recorded before trying, so an attempt cut short by the deadline counts too.
+        resolver.last_attempt = Some(Instant::now());
+        // Asks the sentinels for the master and checks its ROLE...
+        let client = resolver
+            .client
+            .async_get_client()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        // ...then connects to it.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        resolver.generation += 1;
+        let master = Master {
+            conn,
+            addr: client.get_connection_info().addr().clone(),
+            generation: resolver.generation,
+        };
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(master.clone());
+        tracing::info!(
+            generation = master.generation,
+            "redis: connected to the master named by the sentinels"
+        );
+        Ok(master)
+    }
+
+    async fn run(&self, op: Op<'_>) -> Result<Value, StoreError> {
+        let master = self.master().await?;
+        let mut conn = master.conn.clone();
+        match tokio::time::timeout(CALL_TIMEOUT, op.exec(&mut conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                if master_lost(&e) {
+                    tracing::warn!(
+                        generation = master.generation,
+                        "redis: the master failed; asking the sentinels again"
+                    );
+                    self.forget(master.generation);
+                }
+                Err(unavailable(&e))
+            }
+            Err(_) => {
+                self.forget(master.generation);
+                Err(StoreError::Unavailable("redis timed out".to_owned()))
+            }
+        }
+    }
+
+    /// Starts the watcher: every [`WATCH_INTERVAL`] it asks the sentinels
+    /// which master they name, and moves to it when it is not the one in
+    /// use. A failover without a crash (`SENTINEL FAILOVER`, a partition)
+    /// leaves the old master up and accepting writes until the sentinels
+    /// demote it, and writes it takes then are lost; the watcher bounds that
+    /// window for this node to about one interval. It ends when the store is
+    /// dropped. Without a Tokio runtime there is no watcher, and the store
+    /// only moves on errors.
+    fn watch(link: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                "redis: no runtime for the sentinel watcher; following failovers on errors only"
+            );
+            return;
+        };
+        let link = Arc::downgrade(link);
+        runtime.spawn(async move {
+            let mut connections: Vec<Option<MultiplexedConnection>> = Vec::new();
+            loop {
+                tokio::time::sleep(WATCH_INTERVAL).await;
+                let Some(link) = link.upgrade() else {
+                    return;
+                };
+                connections.resize(link.sentinels.len(), None);
+                // Bounded, so a hung sentinel cannot stall the watcher.
+                let _ = bounded(RESOLVE_TIMEOUT, link.check(&mut connections)).await;
+            }
+        });
+    }
+
+    /// One look at the sentinels (see [`Self::watch`]).
+    async fn check(&self, connections: &mut [Option<MultiplexedConnection>]) {
+        let Some((host, port)) = self.named_master(connections).await else {
+            // No sentinel answers: nothing to learn; calls fail on their own
+            // if the master is gone too.
+            return;
+        };
+        match self.current() {
+            Some(master) if addr_is(&master.addr, &host, port) => {}
+            Some(master) => {
+                tracing::warn!(
+                    generation = master.generation,
+                    "redis: the sentinels name a new master; moving to it"
+                );
+                self.forget(master.generation);
+                let _ = self.resolve().await;
+            }
+            // Lost after an error: find it now rather than on the next call.
+            None => {
+                let _ = self.resolve().await;
+            }
+        }
+    }
+
+    /// The master address the first answering sentinel (in configured
+    /// order, as the resolver asks them) names.
+    async fn named_master(
+        &self,
+        connections: &mut [Option<MultiplexedConnection>],
+    ) -> Option<(String, u16)> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        for (sentinel, cached) in self.sentinels.iter().zip(connections.iter_mut()) {
+            if cached.is_none() {
+                *cached = sentinel
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .ok();
+            }
+            let Some(conn) = cached.as_mut() else {
+                continue;
+            };
+            let reply: RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(&self.name)
+                .query_async(conn)
+                .await;
+            match reply {
+                Ok(Some(addr)) => return Some(addr),
+                Ok(None) => {}
+                Err(_) => *cached = None,
+            }
+        }
+        None
+    }
+}
+
+/// Whether `addr` is `host:port`.
+fn addr_is(addr: &ConnectionAddr, host: &str, port: u16) -> bool {
+    match addr {
+        ConnectionAddr::Tcp(h, p) => h == host && *p == port,
+        ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => h == host && *p == port,
+        // Not an address the sentinels hand out.
+        _ => true,
+    }
+}
+
+/// Whether an error says the connection no longer leads to a working master
+/// (so the sentinels must be asked again), rather than about the command.
+fn master_lost(err: &RedisError) -> bool {
+    err.is_io_error()
+        || err.is_unrecoverable_error()
+        || matches!(
+            err.kind(),
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::ReadOnly
+                    | redis::ServerErrorKind::MasterDown
+                    | redis::ServerErrorKind::BusyLoading
+            )
+        )
+}
+
+/// A PING reply.
+fn pong(reply: Value) -> Result<(), StoreError> {
+    match reply {
+        Value::SimpleString(s) if s == "PONG" => Ok(()),
+        Value::BulkString(b) if b == b"PONG" => Ok(()),
+        Value::Okay => Ok(()),
+        _ => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
+    }
+}
+
+/// Slots in a Redis Cluster.
+const CLUSTER_SLOTS: u32 = 16384;
+
+/// Whether every slot of the cluster is served by a master that answers and
+/// the cluster is up.
+///
+/// A plain PING fanned out by the crate only reaches the nodes it is still
+/// connected to (a dead master drops out silently), a PING routed by slot
+/// falls back to any connected node, and a PING is answered even while the
+/// cluster refuses keyed commands (`CLUSTERDOWN`). So instead: ask for the
+/// slot map (`CLUSTER SLOTS`), insist every slot is assigned, and ask the
+/// master of each slot range, by its address (which fails when the crate
+/// holds no live connection to it), for `CLUSTER INFO`: it must say
+/// `cluster_state:ok`.
+async fn cluster_ping(mut conn: ClusterConnection) -> Result<(), StoreError> {
+    let slots: Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let ranges = slot_ranges(&slots)
+        .ok_or_else(|| StoreError::Unavailable("unexpected redis reply".to_owned()))?;
+    let covered: u32 = ranges.iter().map(|r| r.count).sum();
+    if covered != CLUSTER_SLOTS {
+        return Err(StoreError::Unavailable(
+            "redis cluster has unserved slots".to_owned(),
+        ));
+    }
+    let mut pinged: Vec<(&str, u16)> = Vec::new();
+    for range in &ranges {
+        let master = (range.host.as_str(), range.port);
+        if pinged.contains(&master) {
+            continue;
+        }
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: range.host.clone(),
+            port: range.port,
+        });
+        let reply = conn
+            .route_command(redis::cmd("CLUSTER").arg("INFO").clone(), routing)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let info = bytes_reply(reply)?
+            .ok_or_else(|| StoreError::Unavailable("unexpected redis reply".to_owned()))?;
+        let state_ok = String::from_utf8_lossy(&info)
+            .lines()
+            .any(|line| line.trim() == "cluster_state:ok");
+        if !state_ok {
+            return Err(StoreError::Unavailable("redis cluster down".to_owned()));
+        }
+        pinged.push(master);
+    }
+    Ok(())
+}
+
+/// One entry of `CLUSTER SLOTS`: how many slots, and their master's address.
+#[derive(Debug, PartialEq)]
+struct SlotRange {
+    count: u32,
+    host: String,
+    port: u16,
+}
+
+/// Parses `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.
+fn slot_ranges(reply: &Value) -> Option<Vec<SlotRange>> {
+    let Value::Array(entries) = reply else {
+        return None;
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let Value::Array(fields) = entry else {
+                return None;
+            };
+            let start = u16::try_from(int_reply(fields.first()?)?).ok()?;
+            let end = u16::try_from(int_reply(fields.get(1)?)?).ok()?;
+            let Value::Array(node) = fields.get(2)? else {
+                return None;
+            };
+            let host = bytes_reply(node.first()?.clone()).ok()??;
+            let port = u16::try_from(int_reply(node.get(1)?)?).ok()?;
+            Some(SlotRange {
+                count: u32::from(end.checked_sub(start)?) + 1,
+                host: String::from_utf8(host).ok()?,
+                port,
+            })
+        })
+        .collect()
 }
 
 /// A Redis error as a short, fixed reason: never the server's text (it may
@@ -175,6 +796,9 @@ fn unavailable(err: &RedisError) -> StoreError {
             redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType => {
                 "redis reply unreadable"
             }
+            redis::ErrorKind::MasterNameNotFoundBySentinel => "redis sentinel knows no master",
+            redis::ErrorKind::EmptySentinelList => "redis sentinel list empty",
+            redis::ErrorKind::ClusterConnectionNotFound => "redis cluster node unreachable",
             _ => "redis error",
         }
     };
@@ -320,16 +944,13 @@ impl Store for RedisStore {
     ) -> Result<UpdateOutcome, StoreError> {
         let json =
             serde_json::to_string(session).map_err(|_| corrupt("session cannot be encoded"))?;
-        let mut conn = self.conn.clone();
         // One script on one key: the version check and the write are atomic.
-        let reply: Value = UPDATE_SESSION
-            .key(super::session_key(&session.id))
+        let mut script = UPDATE_SESSION.key(super::session_key(&session.id));
+        script
             .arg(expected_version.to_string())
             .arg(json)
-            .arg(px(ttl))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| unavailable(&e))?;
+            .arg(px(ttl));
+        let reply = self.invoke(&script).await?;
         let Value::Array(items) = reply else {
             return Err(StoreError::Unavailable("unexpected redis reply".to_owned()));
         };
@@ -407,14 +1028,10 @@ impl Store for RedisStore {
     }
 
     async fn consume_token(&self, jti: &str) -> Result<ConsumeOutcome, StoreError> {
-        let mut conn = self.conn.clone();
         // One script on one key (see the module notes). Note: if this times
         // out, the script may still have run; a retry then sees a replay.
-        let reply: Value = CONSUME_TOKEN
-            .key(super::token_key(jti))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let script = CONSUME_TOKEN.key(super::token_key(jti));
+        let reply = self.invoke(&script).await?;
         let Some(bytes) = bytes_reply(reply)? else {
             return Ok(ConsumeOutcome::Unknown);
         };
@@ -425,13 +1042,30 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let reply = self.query(&redis::cmd("PING")).await?;
-        match reply {
-            Value::SimpleString(s) if s == "PONG" => Ok(()),
-            Value::BulkString(b) if b == b"PONG" => Ok(()),
-            Value::Okay => Ok(()),
-            _ => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
+        if let Backend::Cluster(conn) = &self.backend {
+            return bounded(CALL_TIMEOUT, cluster_ping(conn.clone())).await?;
         }
+        pong(self.query(&redis::cmd("PING")).await?)
+    }
+
+    async fn session_ttl(&self, id: &SessionId) -> Result<Option<Duration>, StoreError> {
+        let reply = self
+            .query(redis::cmd("PTTL").arg(super::session_key(id)))
+            .await?;
+        // -2: no such key; -1: a key without TTL (never written by us).
+        match int_reply(&reply) {
+            Some(ms) if ms >= 0 => Ok(Some(Duration::from_millis(ms.unsigned_abs()))),
+            Some(_) => Ok(None),
+            None => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
+        }
+    }
+
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        // PUBLISH reaches every subscriber of the deployment (on a cluster it
+        // is propagated over the bus), so any node will do.
+        self.query(redis::cmd("PUBLISH").arg(channel).arg(message))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -482,6 +1116,144 @@ mod tests {
             decode_token(&[0xff, b'|']),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn cluster_slots_are_read_per_range() {
+        let node = |host: &str, port: i64| {
+            Value::Array(vec![
+                Value::BulkString(host.as_bytes().to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node("127.0.0.1", 7000),
+                node("127.0.0.1", 7003),
+            ]),
+            Value::Array(vec![
+                Value::Int(5461),
+                Value::Int(16383),
+                node("10.0.0.2", 7001),
+            ]),
+        ]);
+        let ranges = slot_ranges(&reply).unwrap();
+        assert_eq!(
+            ranges,
+            [
+                SlotRange {
+                    count: 5461,
+                    host: "127.0.0.1".to_owned(),
+                    port: 7000
+                },
+                SlotRange {
+                    count: 10923,
+                    host: "10.0.0.2".to_owned(),
+                    port: 7001
+                },
+            ]
+        );
+        assert_eq!(ranges.iter().map(|r| r.count).sum::<u32>(), CLUSTER_SLOTS);
+        // Reversed or malformed ranges are refused, not guessed at.
+        let reversed = Value::Array(vec![Value::Array(vec![
+            Value::Int(10),
+            Value::Int(5),
+            node("127.0.0.1", 7000),
+        ])]);
+        assert!(slot_ranges(&reversed).is_none());
+        assert!(slot_ranges(&Value::Nil).is_none());
+        assert!(slot_ranges(&Value::Array(vec![Value::Int(1)])).is_none());
+    }
+
+    #[test]
+    fn store_sections_name_exactly_one_deployment() {
+        use crate::config::SentinelConfig;
+        let base = StoreConfig {
+            kind: crate::config::StoreKind::Redis,
+            ..StoreConfig::default()
+        };
+        let url = StoreConfig {
+            url: Some("redis://:secret@127.0.0.1:6379/".to_owned()),
+            ..base.clone()
+        };
+        let sentinel = StoreConfig {
+            sentinel: Some(SentinelConfig {
+                master: "mymaster".to_owned(),
+                nodes: vec!["redis://127.0.0.1:26379".to_owned()],
+            }),
+            ..base.clone()
+        };
+        let cluster = StoreConfig {
+            cluster: Some(vec![
+                "redis://127.0.0.1:7000".to_owned(),
+                "redis://127.0.0.1:7001".to_owned(),
+            ]),
+            ..base.clone()
+        };
+        for ok in [&url, &sentinel, &cluster] {
+            RedisStore::check_config(ok).unwrap();
+        }
+        assert!(matches!(target(&url), Ok(Target::Single(_))));
+        assert!(matches!(
+            target(&sentinel),
+            Ok(Target::Sentinel {
+                master: "mymaster",
+                ..
+            })
+        ));
+        assert!(matches!(target(&cluster), Ok(Target::Cluster(urls)) if urls.len() == 2));
+
+        let both = StoreConfig {
+            cluster: cluster.cluster.clone(),
+            ..url.clone()
+        };
+        let no_nodes = StoreConfig {
+            cluster: Some(Vec::new()),
+            ..base.clone()
+        };
+        let bad_url = StoreConfig {
+            cluster: Some(vec![
+                "redis://127.0.0.1:7000".to_owned(),
+                "http://:secret@nope".to_owned(),
+            ]),
+            ..base.clone()
+        };
+        let no_master = StoreConfig {
+            sentinel: Some(SentinelConfig {
+                master: " ".to_owned(),
+                nodes: vec!["redis://127.0.0.1:26379".to_owned()],
+            }),
+            ..base.clone()
+        };
+        for bad in [&base, &both, &no_nodes, &bad_url, &no_master] {
+            let why = RedisStore::check_config(bad).unwrap_err();
+            assert!(why.starts_with("[store]"), "{why}");
+            assert!(!why.contains("secret"), "a URL leaked: {why}");
+        }
+        assert!(
+            RedisStore::check_config(&bad_url)
+                .unwrap_err()
+                .contains("entry 2")
+        );
+    }
+
+    #[test]
+    fn lost_masters_are_told_from_command_errors() {
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(master_lost(&io));
+        let readonly = RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "READONLY",
+        ));
+        assert!(master_lost(&readonly));
+        let wrong_type = RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        ));
+        assert!(!master_lost(&wrong_type));
     }
 
     #[test]

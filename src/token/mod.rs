@@ -20,6 +20,10 @@ use std::fmt;
 
 /// The `typ` header of every bridge token.
 pub const TOKEN_TYPE: &str = "sb+jwt";
+/// The `typ` header of back-channel logout tokens (OpenID Back-Channel
+/// Logout 1.0 recommends `logout+jwt`); a bridge never accepts one as a
+/// bridge token, since [`TokenService::verify`] requires [`TOKEN_TYPE`].
+pub const LOGOUT_TOKEN_TYPE: &str = "logout+jwt";
 /// No token may live longer than this, whatever the configuration says.
 pub const MAX_TTL_SECS: i64 = 120;
 /// Clock-skew leeway is capped at this.
@@ -172,6 +176,17 @@ impl TokenService {
         let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
             .map_err(|_| TokenError::SigningFailed)?;
         Ok((token, claims))
+    }
+
+    /// Signs arbitrary `claims` with the signing key, under the header
+    /// `typ` (with `alg` and `kid` of the key). For the bridge's other JWTs,
+    /// such as the back-channel logout token; bridge tokens use [`Self::issue`].
+    pub fn sign_claims<T: Serialize>(&self, claims: &T, typ: &str) -> Result<String, TokenError> {
+        let key = self.keys.signing();
+        let mut header = Header::new(jwt_algorithm(key.algorithm));
+        header.typ = Some(typ.to_owned());
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|_| TokenError::SigningFailed)
     }
 
     /// Checks a token's form, header, signature and time claims, and that it

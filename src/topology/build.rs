@@ -20,6 +20,38 @@ struct Parsed<'a> {
     config: &'a SiteConfig,
     origins: Vec<Origin>,
     cors: Vec<Origin>,
+    backchannel: Option<url::Url>,
+}
+
+/// A back-channel logout URL: absolute `https://`, or `http://` to a
+/// loopback or `localhost` host (development); no user info, no fragment.
+fn parse_backchannel_url(text: &str) -> Result<Option<url::Url>, String> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let url = url::Url::parse(text)
+        .map_err(|e| format!("backchannel_logout_url is not an absolute URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err("backchannel_logout_url must not carry user info or a fragment".to_owned());
+    }
+    let local = match url.host() {
+        Some(url::Host::Domain(name)) => {
+            let name = name.to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(Some(url)),
+        "http" if local => Ok(Some(url)),
+        "http" => Err(
+            "backchannel_logout_url must be https:// (plain http only to localhost or a loopback address)"
+                .to_owned(),
+        ),
+        _ => Err("backchannel_logout_url must be an https:// URL".to_owned()),
+    }
 }
 
 impl Topology {
@@ -112,10 +144,18 @@ impl Topology {
                     "login_url must be a plain path on the site",
                 ));
             }
+            let backchannel = match parse_backchannel_url(&config.backchannel_logout_url) {
+                Ok(url) => url,
+                Err(message) => {
+                    errors.push(Finding::error("backchannel_url_invalid", id, message));
+                    None
+                }
+            };
             parsed.push(Parsed {
                 config,
                 origins,
                 cors,
+                backchannel,
             });
         }
         for site in &parsed {
@@ -183,6 +223,7 @@ fn build_site(site: &Parsed<'_>, all: &[Parsed<'_>], errors: &mut Vec<Finding>) 
         delivery: config.delivery,
         allow_iframe: config.allow_iframe,
         cookie,
+        backchannel_logout_url: site.backchannel.clone(),
     })
 }
 
@@ -293,5 +334,38 @@ fn check_strict(
             id,
             "SameSite=Strict, but every partner reaches this site cross-site: /bridge/issue would never see the session",
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_backchannel_url;
+
+    #[test]
+    fn backchannel_urls_are_https_or_local() {
+        for good in [
+            "https://shop.example.com/logout",
+            "https://shop.example.com:8443/bc?x=1",
+            "http://localhost:9000/bc",
+            "http://shop.localhost/bc",
+            "http://127.0.0.1:9000/bc",
+            "http://[::1]:9000/bc",
+        ] {
+            assert!(matches!(parse_backchannel_url(good), Ok(Some(_))), "{good}");
+        }
+        assert!(matches!(parse_backchannel_url(""), Ok(None)));
+        assert!(matches!(parse_backchannel_url("  "), Ok(None)));
+        for bad in [
+            "http://shop.example.com/bc",
+            "http://10.0.0.1/bc",
+            "ftp://shop.example.com/bc",
+            "/bc",
+            "shop.example.com/bc",
+            "https://user:secret@shop.example.com/bc",
+            "https://shop.example.com/bc#x",
+            "javascript:alert(1)",
+        ] {
+            assert!(parse_backchannel_url(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -128,7 +128,6 @@ pub fn check(config: &Config) -> (Report, Option<Topology>) {
             None
         }
     };
-    not_yet_supported(config, &mut findings);
     let (sites, relations, pairs) = match &topology {
         Some(topology) => {
             site_warnings(topology, &mut findings);
@@ -242,31 +241,6 @@ fn site_warnings(topology: &Topology, findings: &mut Vec<Finding>) {
             let message = "SameSite=None sends the session cookie with cross-site subrequests, and only the iframe path needs that";
             findings.push(Finding::warning("cookie_none_without_iframe", id, message));
         }
-    }
-}
-
-/// Keys that are read but whose feature is not built yet: say so rather
-/// than let an operator believe they are in force.
-fn not_yet_supported(config: &Config, findings: &mut Vec<Finding>) {
-    let mut unsupported = Vec::new();
-    if !config.admin.tokens.is_empty() {
-        unsupported.push(("[admin] tokens", None));
-    }
-    if !config.alerts.webhook_url.is_empty() {
-        unsupported.push(("[alerts] webhook_url", None));
-    }
-    for site in &config.sites {
-        let id = Some(site.id.as_str());
-        if !site.cors_origins.is_empty() {
-            unsupported.push(("cors_origins", id));
-        }
-        if !site.backchannel_logout_url.is_empty() {
-            unsupported.push(("backchannel_logout_url", id));
-        }
-    }
-    for (key, site) in unsupported {
-        let message = format!("{key} is accepted but not in force in this version");
-        findings.push(Finding::warning("setting_not_yet_supported", site, message));
     }
 }
 

@@ -125,6 +125,9 @@ pub fn fix_for(code: &str) -> &'static str {
         "session_timeouts_invalid" => {
             "make idle_timeout positive and no longer than absolute_timeout"
         }
+        "backchannel_url_invalid" => {
+            "give an absolute https:// URL of the site's back-channel logout endpoint (http:// only for localhost), or leave it empty"
+        }
         "setting_not_yet_supported" => {
             "remove the key until the feature ships, or expect it to have no effect"
         }

@@ -31,6 +31,9 @@ pub struct Site {
     pub delivery: Delivery,
     pub allow_iframe: bool,
     pub cookie: CookiePolicy,
+    /// Where a logout everywhere POSTs a signed logout token (OpenID
+    /// Back-Channel Logout 1.0), if anywhere.
+    pub backchannel_logout_url: Option<url::Url>,
 }
 
 impl Site {

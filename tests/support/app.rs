@@ -9,6 +9,7 @@ use tempfile::TempDir;
 use time::OffsetDateTime;
 
 pub const API_KEY: &str = "test-api-key-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-9876543210";
 
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
@@ -40,6 +41,7 @@ impl TestApp {
         config.tokens.keys_dir = keys_dir.path().to_owned();
         config.audit.file = Some(keys_dir.path().join("audit.log"));
         config.api.keys = vec![API_KEY.to_owned()];
+        config.admin.tokens = vec![ADMIN_TOKEN.to_owned()];
         config.server.workers = 2;
         let redis = match backend {
             Backend::Memory => None,

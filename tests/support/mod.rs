@@ -4,4 +4,5 @@
 pub mod app;
 pub mod browser;
 pub mod redis_server;
+pub mod redis_topologies;
 pub mod webdriver;

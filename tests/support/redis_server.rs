@@ -121,7 +121,7 @@ impl Drop for RedisServer {
 }
 
 /// A port that was free a moment ago: bind port 0, read it, release it.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0")
         .unwrap_or_else(|e| panic!("cannot bind a local port: {e}"));
     listener

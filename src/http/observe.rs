@@ -1,0 +1,104 @@
+//! Per-request observation: a request ID (echoed in `X-Request-Id`, error
+//! pages and audit lines), latency and outcome metrics, and one structured
+//! access-log line. Nothing here ever sees a query string or a raw path:
+//! endpoints are route patterns, so tokens and session IDs stay out.
+
+use super::AppState;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::HeaderValue;
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use std::time::Instant;
+
+/// This request's ID (UUID v7), in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The stable error code of an error response, in the response's extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
+
+/// The request ID of `req` (empty outside the middleware, e.g. in unit tests).
+pub fn request_id(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_default()
+}
+
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = uuid::Uuid::now_v7().to_string();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let endpoint = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let mut response = next.call(req).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            value,
+        );
+    }
+    let status = response.status();
+    let code = response
+        .response()
+        .extensions()
+        .get::<ErrorCode>()
+        .map(|c| c.0);
+    let elapsed = started.elapsed();
+    if let Some(state) = state {
+        let metrics = &state.metrics;
+        metrics
+            .request_duration
+            .get_or_create(&crate::metrics::EndpointLabels {
+                endpoint: endpoint.clone(),
+                method: method.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        let flow = match endpoint.as_str() {
+            "/bridge/accept" => Some("redirect"),
+            "/bridge/exchange" => Some("postmessage"),
+            _ => None,
+        };
+        if let Some(flow) = flow {
+            let outcome = if status.is_success() || status.is_redirection() {
+                "redeemed"
+            } else {
+                code.unwrap_or("error")
+            };
+            metrics.record_handoff(flow, outcome);
+        }
+        if code == Some("store_unavailable") {
+            metrics
+                .store_errors
+                .get_or_create(&crate::metrics::ReasonLabels {
+                    reason: "unavailable".to_owned(),
+                })
+                .inc();
+        }
+    }
+    tracing::info!(
+        target: "access",
+        request_id = id.as_str(),
+        method = method.as_str(),
+        endpoint = endpoint.as_str(),
+        status = status.as_u16(),
+        code = code.unwrap_or(""),
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+    );
+    Ok(response)
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(&state.bridge.audit))
+}
