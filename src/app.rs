@@ -9,6 +9,7 @@ use crate::flows::Bridge;
 use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::sessions::SessionPolicy;
+use crate::store::resilient::Resilient;
 use crate::store::{AnyStore, MemoryStore, RedisStore, StoreError};
 use crate::token::{KeyError, KeySet, TokenService};
 use crate::topology::Finding;
@@ -132,11 +133,12 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
         StoreKind::Redis => {
             // Exactly one of url, sentinel, cluster; a readable reason when not.
             RedisStore::check_config(&config.store).map_err(StartError::Settings)?;
-            AnyStore::Redis(
-                RedisStore::from_config(&config.store)
-                    .await
-                    .map_err(StartError::Store)?,
-            )
+            let redis = RedisStore::from_config(&config.store)
+                .await
+                .map_err(StartError::Store)?;
+            let resilient = Resilient::new(redis, config.store.cache_ttl.as_duration());
+            resilient.spawn_flusher();
+            AnyStore::Redis(resilient)
         }
     };
     let lookup = |name: &str| std::env::var(name).ok();
@@ -181,7 +183,14 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
         audit,
     };
     // Logs the session events other nodes publish on `sb:events` (Redis only).
-    crate::flows::logout::spawn_event_listener(&config.store);
+    // Another node's logout or rotation: drop what this node cached.
+    let (cache, fingerprints) = (bridge.store.clone(), bridge.audit.clone());
+    let on_event: crate::flows::logout::EventHandler = Arc::new(move |_kind: &str, fp: &str| {
+        if let AnyStore::Redis(store) = &cache {
+            store.forget_matching(|id| fingerprints.fingerprint(id) == fp);
+        }
+    });
+    crate::flows::logout::spawn_event_listener(&config.store, on_event);
     Ok(Prepared {
         state: AppState {
             bridge,

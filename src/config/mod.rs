@@ -70,7 +70,7 @@ pub enum StoreKind {
     Redis,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     #[serde(default)]
@@ -81,6 +81,26 @@ pub struct StoreConfig {
     pub sentinel: Option<SentinelConfig>,
     /// Redis Cluster seed nodes.
     pub cluster: Option<Vec<String>>,
+    /// While Redis is down, answer reads of sessions this node saw within
+    /// this long from a local cache; `0s` (the default) turns it off.
+    #[serde(default = "zero_seconds")]
+    pub cache_ttl: Seconds,
+}
+
+fn zero_seconds() -> Seconds {
+    Seconds::new(0)
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Memory,
+            url: None,
+            sentinel: None,
+            cluster: None,
+            cache_ttl: zero_seconds(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

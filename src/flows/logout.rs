@@ -377,7 +377,10 @@ fn tls_config() -> Option<rustls::ClientConfig> {
 /// (cluster nodes relay `PUBLISH` to each other). Sentinel deployments are
 /// not subscribed yet: publishing works there, listening needs the current
 /// master's address.
-pub fn spawn_event_listener(store: &StoreConfig) {
+/// Called with each event's `type` and `session_fp`.
+pub type EventHandler = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+pub fn spawn_event_listener(store: &StoreConfig, on_event: EventHandler) {
     if store.kind != StoreKind::Redis {
         return;
     }
@@ -389,13 +392,13 @@ pub fn spawn_event_listener(store: &StoreConfig) {
         },
         (None, None) => return,
     };
-    tokio::spawn(listen_for_events(url));
+    tokio::spawn(listen_for_events(url, on_event));
 }
 
-async fn listen_for_events(url: String) {
+async fn listen_for_events(url: String, on_event: EventHandler) {
     let mut wait = Duration::from_millis(500);
     loop {
-        match subscribe(&url).await {
+        match subscribe(&url, &on_event).await {
             Ok(()) => wait = Duration::from_millis(500),
             Err(why) => tracing::warn!(why, "session event subscription lost; retrying"),
         }
@@ -405,7 +408,7 @@ async fn listen_for_events(url: String) {
 }
 
 /// One subscription, until the connection ends. Errors never quote the URL.
-async fn subscribe(url: &str) -> Result<(), &'static str> {
+async fn subscribe(url: &str, on_event: &EventHandler) -> Result<(), &'static str> {
     use futures_util::StreamExt;
     let client = redis::Client::open(url).map_err(|_| "invalid redis url")?;
     let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
@@ -426,6 +429,9 @@ async fn subscribe(url: &str) -> Result<(), &'static str> {
             session_fp = event["session_fp"].as_str().unwrap_or(""),
             "session event received"
         );
+        if let (Some(kind), Some(fp)) = (event["type"].as_str(), event["session_fp"].as_str()) {
+            on_event(kind, fp);
+        }
     }
     Ok(())
 }

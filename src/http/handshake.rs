@@ -256,11 +256,12 @@ pub async fn session(
         .map_err(|e| HttpError::session(&e, &req))?
         .ok_or_else(no_session)?;
     if let Some(ttl) = bridge.sessions.ttl(&session, now) {
-        bridge
-            .store
-            .touch_session(&id, ttl)
-            .await
-            .map_err(|e| HttpError::store(&e, &req))?;
+        // A read served from the outage cache cannot slide the TTL; that
+        // is no reason to refuse it.
+        match bridge.store.touch_session(&id, ttl).await {
+            Ok(_) | Err(crate::store::StoreError::Unavailable(_)) => {}
+            Err(e) => return Err(HttpError::store(&e, &req)),
+        }
     }
     let with_id = site.delivery == Delivery::Header;
     Ok(HttpResponse::Ok()

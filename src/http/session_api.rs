@@ -189,15 +189,24 @@ pub async fn logout(
     if let Some(id) = presented_session(&req, &site) {
         // Only a session this site holds: a cookie or header naming
         // another site's session ends nothing here.
-        let session = bridge
+        let session = match bridge
             .sessions
             .load_for_site(&bridge.store, &id, &site.id, now)
             .await
-            .map_err(|e| HttpError::session(&e, &req))?;
-        if let Some(session) = session {
+        {
+            Ok(session) => session.map(|s| s.id),
+            // The store does not answer: end the presented session anyway.
+            // The store layer honours it on this node at once and writes it
+            // when the store is back (DESIGN: no revocation lost).
+            Err(crate::sessions::SessionError::Store(crate::store::StoreError::Unavailable(_))) => {
+                Some(id)
+            }
+            Err(e) => return Err(HttpError::session(&e, &req)),
+        };
+        if let Some(session_id) = session {
             bridge
                 .end_session(
-                    &session.id,
+                    &session_id,
                     &site.id,
                     "logout",
                     now,

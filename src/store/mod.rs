@@ -8,6 +8,7 @@
 
 mod memory;
 mod redis;
+pub mod resilient;
 mod types;
 
 pub use self::memory::MemoryStore;
@@ -153,7 +154,8 @@ pub const EVENTS_CHANNEL: &str = "sb:events";
 #[derive(Clone)]
 pub enum AnyStore {
     Memory(MemoryStore),
-    Redis(RedisStore),
+    /// Redis behind the outage layer ([`resilient::Resilient`]).
+    Redis(resilient::Resilient<RedisStore>),
 }
 
 impl AnyStore {
