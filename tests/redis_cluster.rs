@@ -37,6 +37,7 @@ fn cluster_config(cluster: &RedisCluster) -> StoreConfig {
         url: None,
         sentinel: None,
         cluster: Some(cluster.urls()),
+        ..StoreConfig::default()
     }
 }
 

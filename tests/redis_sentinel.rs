@@ -91,6 +91,7 @@ async fn the_store_follows_a_failover() {
         url: None,
         sentinel: Some(sentinel_config(&set)),
         cluster: None,
+        ..StoreConfig::default()
     })
     .await
     .expect("connect through the sentinel");
@@ -159,6 +160,7 @@ async fn the_store_follows_a_manual_failover_off_a_live_master() {
         url: None,
         sentinel: Some(sentinel_config(&set)),
         cluster: None,
+        ..StoreConfig::default()
     })
     .await
     .expect("connect through the sentinel");
