@@ -157,6 +157,18 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
             Err(e) => return Err(StartError::Secret(e)),
         }
     }
+    let trusted_proxies = config
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|text| {
+            text.parse::<std::net::IpAddr>().map_err(|_| {
+                StartError::Settings(format!(
+                    "[server] trusted_proxies: `{text}` is not an IP address"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let (admin_tokens, generated_admin_token) = match resolve_all(&config.admin.tokens) {
         Ok(tokens) => (tokens, None),
         Err(_) if demo => {
@@ -204,6 +216,7 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
                 .clone()
                 .filter(|p| !p.as_os_str().is_empty()),
             metrics,
+            trusted_proxies,
         },
         generated_api_key,
         generated_admin_token,

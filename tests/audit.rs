@@ -795,3 +795,47 @@ async fn tail_follows_new_lines() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+async fn ip_seen_for(app: &TestApp, forwarded: &str) -> String {
+    let marker = uuid::Uuid::new_v4().to_string();
+    reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{}/bridge/accept?token=junk",
+            app.port
+        ))
+        .header("Host", format!("shop.localhost:{}", app.port))
+        .header("X-Forwarded-For", forwarded)
+        .header("User-Agent", marker.as_str())
+        .send()
+        .await
+        .unwrap();
+    let lines = app
+        .audit_lines_until(|lines| lines.iter().any(|l| l.contains(&marker)))
+        .await;
+    let line = lines.iter().find(|l| l.contains(&marker)).unwrap();
+    record(line)["ip"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let untrusting = TestApp::spawn(Backend::Memory).await;
+    assert_eq!(
+        ip_seen_for(&untrusting, "203.0.113.7").await,
+        "127.0.0.1",
+        "a client cannot name its own IP"
+    );
+    let behind_proxy = TestApp::spawn_with(Backend::Memory, |config| {
+        config.server.trusted_proxies = vec!["127.0.0.1".to_owned()];
+    })
+    .await;
+    assert_eq!(
+        ip_seen_for(&behind_proxy, "203.0.113.7").await,
+        "203.0.113.7"
+    );
+    assert_eq!(
+        ip_seen_for(&behind_proxy, "198.51.100.1, 203.0.113.7, 127.0.0.1").await,
+        "203.0.113.7",
+        "rightmost untrusted hop"
+    );
+    assert_eq!(ip_seen_for(&behind_proxy, "not-an-ip").await, "127.0.0.1");
+}

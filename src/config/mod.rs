@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Worker threads; 0 means one per core.
     #[serde(default)]
     pub workers: usize,
+    /// IP addresses of reverse proxies whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             workers: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct AppState {
     /// This node's audit file, for `/admin/audit`.
     pub audit_file: Option<std::path::PathBuf>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// The CSP of pages that set none themselves: no script at all.

@@ -80,10 +80,7 @@ impl Params {
 /// Who is asking, for the audit trail.
 pub fn context(req: &HttpRequest) -> RequestContext {
     RequestContext {
-        ip: req
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default(),
+        ip: client_ip(req).map(|ip| ip.to_string()).unwrap_or_default(),
         user_agent: req
             .headers()
             .get(header::USER_AGENT)
@@ -94,6 +91,35 @@ pub fn context(req: &HttpRequest) -> RequestContext {
             .collect(),
         request_id: super::observe::request_id(req),
     }
+}
+
+/// The client's address: the socket's peer, or — only when the peer is a
+/// configured trusted proxy — the rightmost `X-Forwarded-For` entry that is
+/// not itself a trusted proxy (entries further left are the client's to forge).
+pub fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let trusted = req
+        .app_data::<web::Data<super::AppState>>()
+        .map(|state| state.trusted_proxies.clone())
+        .unwrap_or_default();
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<String> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|part| part.trim().to_owned()))
+        .collect();
+    for entry in forwarded.iter().rev() {
+        match entry.parse::<std::net::IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return Some(ip),
+            // A malformed hop: stop believing the header here.
+            Err(_) => return Some(peer),
+        }
+    }
+    Some(peer)
 }
 
 /// The session ID in this site's cookie, if it has the right shape.
