@@ -193,7 +193,26 @@ async fn login_form(
         .get("return_to")
         .and_then(|r| validate_local_target(r).ok())
         .unwrap_or("/");
-    page(LoginPage { return_to }.render(), &req)
+    let mut response = page(LoginPage { return_to }.render(), &req)?;
+    // Browsers check `form-action` against every redirect after the post:
+    // signing in continues to /bridge/issue and on to a partner's accept
+    // URL, so the partners' origins must be allowed too.
+    let partners: Vec<String> = site
+        .partners
+        .iter()
+        .filter_map(|id| state.bridge.topology.site(id))
+        .flat_map(|partner| partner.origins.iter().map(ToString::to_string))
+        .collect();
+    let csp = format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self' {}; frame-ancestors 'none'; base-uri 'none'",
+        partners.join(" ")
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&csp) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    Ok(response)
 }
 
 async fn login_submit(

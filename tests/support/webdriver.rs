@@ -81,6 +81,10 @@ pub struct BrowserOptions {
     pub prefs: Option<Value>,
     /// Records the DevTools network events, for [`Browser::requests`].
     pub network_log: bool,
+    /// Default switches of chromedriver to leave out
+    /// (`goog:chromeOptions.excludeSwitches`), e.g. `disable-popup-blocking`
+    /// to keep Chromium's popup blocker on.
+    pub exclude_switches: Vec<String>,
 }
 
 /// One request the browser sent, from the network log.
@@ -159,6 +163,9 @@ impl ChromeDriver {
         let mut chrome_options = json!({ "binary": CHROMIUM, "args": args });
         if let Some(prefs) = options.prefs {
             chrome_options["prefs"] = prefs;
+        }
+        if !options.exclude_switches.is_empty() {
+            chrome_options["excludeSwitches"] = json!(options.exclude_switches);
         }
         let mut capabilities = json!({
             "browserName": "chrome",
