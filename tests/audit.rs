@@ -839,3 +839,56 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     );
     assert_eq!(ip_seen_for(&behind_proxy, "not-an-ip").await, "127.0.0.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_signed_token_names_its_issuer_and_jti() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let mut owner = Browser::new(app.port);
+    sign_in(&app, &mut owner, "hal").await;
+    let issue = owner
+        .get(&format!(
+            "{}/bridge/start?from=account&return_to=%2F",
+            app.origin("shop")
+        ))
+        .await
+        .location()
+        .unwrap();
+    let accept = owner.get(issue.as_str()).await.location().unwrap();
+    let jti = {
+        let token = accept
+            .query_pairs()
+            .find(|(k, _)| k == "token")
+            .unwrap()
+            .1
+            .into_owned();
+        let claims = token.split('.').nth(1).unwrap().to_owned();
+        let json =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims)
+                .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&json).unwrap()["jti"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Planted in a browser that started its own hand-off: binding mismatch.
+    let mut victim = Browser::new(app.port);
+    victim
+        .get(&format!(
+            "{}/bridge/start?from=account&return_to=%2F",
+            app.origin("shop")
+        ))
+        .await;
+    victim.get(accept.as_str()).await;
+    let lines = app
+        .audit_lines_until(|lines| lines.iter().any(|l| l.contains("token_binding_mismatch")))
+        .await;
+    let rejected = record(
+        lines
+            .iter()
+            .find(|l| l.contains("token_binding_mismatch"))
+            .unwrap(),
+    );
+    assert_eq!(rejected["event"], "token.rejected");
+    assert_eq!(rejected["partner"], "account");
+    assert_eq!(rejected["jti"], jti.as_str());
+}

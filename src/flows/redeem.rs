@@ -36,8 +36,25 @@ impl Bridge {
         now: i64,
         ctx: &RequestContext,
     ) -> Result<Accepted, FlowError> {
+        let rejected = |e: &FlowError, claims: Option<&crate::token::BridgeClaims>| {
+            let mut event =
+                AuditEvent::new(EventKind::TokenRejected, &receiver.id).reason(e.code());
+            // Once the signature held, the issuer and jti are facts worth keeping.
+            if let Some(claims) = claims {
+                event = event.partner(&claims.iss).jti(&claims.jti);
+            }
+            self.audit.record(&event, ctx);
+        };
+        let claims = match self.tokens.verify(token, &receiver.id, now) {
+            Ok(claims) => claims,
+            Err(e) => {
+                let e = FlowError::from(e);
+                rejected(&e, None);
+                return Err(e);
+            }
+        };
         let result = self
-            .accept_inner(receiver, token, presented, now, ctx)
+            .accept_inner(receiver, &claims, presented, now, ctx)
             .await;
         // Replays have their own event; store outages are not the token's fault.
         if let Err(e) = &result
@@ -46,10 +63,7 @@ impl Bridge {
                 FlowError::Replayed | FlowError::Session(SessionError::Store(_))
             )
         {
-            self.audit.record(
-                &AuditEvent::new(EventKind::TokenRejected, &receiver.id).reason(e.code()),
-                ctx,
-            );
+            rejected(e, Some(&claims));
         }
         result
     }
@@ -57,12 +71,11 @@ impl Bridge {
     async fn accept_inner(
         &self,
         receiver: &Site,
-        token: &str,
+        claims: &crate::token::BridgeClaims,
         presented: Option<Presented<'_>>,
         now: i64,
         ctx: &RequestContext,
     ) -> Result<Accepted, FlowError> {
-        let claims = self.tokens.verify(token, &receiver.id, now)?;
         if !receiver.accepts_from.contains(&claims.iss) {
             return Err(FlowError::UnknownIssuer);
         }
