@@ -10,6 +10,7 @@ pub mod demo;
 pub mod flows;
 pub mod handshake;
 pub mod http;
+pub mod loadgen;
 pub mod metrics;
 pub mod sessions;
 pub mod store;

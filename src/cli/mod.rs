@@ -47,6 +47,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Drive complete flow-A hand-offs against running bridges and report.
+    Bench(BenchArgs),
     /// The audit trail: verify, export, tail, fingerprint.
     Audit {
         #[command(subcommand)]
@@ -62,6 +64,40 @@ enum Command {
         #[command(subcommand)]
         action: session::SessionAction,
     },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// A bridge node's address (repeat for several nodes sharing a Redis).
+    #[arg(long, required = true)]
+    connect: Vec<std::net::SocketAddr>,
+    /// The issuing site's origin (sent as `Host`).
+    #[arg(long, default_value = "http://account.localhost:8080")]
+    from: String,
+    /// The issuing site's id.
+    #[arg(long, default_value = "account")]
+    from_site: String,
+    /// The receiving site's origin.
+    #[arg(long, default_value = "http://shop.localhost:8080")]
+    to: String,
+    /// A key of `[api] keys` (to make one session per virtual browser).
+    #[arg(long, env = "SESSION_BRIDGE_API_KEY")]
+    api_key: String,
+    /// Virtual browsers.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    concurrency: usize,
+    /// Run this long (e.g. 10s).
+    #[arg(long, value_parser = crate::config::Seconds::parse)]
+    duration: Option<crate::config::Seconds>,
+    /// Or this many hand-offs.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Start this many hand-offs per second, paced.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Client threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -132,6 +168,7 @@ pub fn run() -> ExitCode {
         } => serve(config, listen, tls_self_signed),
         Command::Check { config, format } => check(config, format),
         Command::Audit { action } => audit::run(action),
+        Command::Bench(args) => bench(args),
         Command::Keys {
             action: KeysAction::Generate(args) | KeysAction::Rotate(args),
         } => generate_key(args),
@@ -258,5 +295,32 @@ fn generate_key(args: KeyArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&format!("[{}] {e}", e.code()), 1),
+    }
+}
+
+fn bench(args: BenchArgs) -> ExitCode {
+    let options = crate::loadgen::LoadOptions {
+        connect: args.connect,
+        from: args.from,
+        from_site: args.from_site,
+        to: args.to,
+        api_key: args.api_key,
+        concurrency: args.concurrency.max(1),
+        duration: args.duration.map(crate::config::Seconds::as_duration),
+        count: args.count,
+        rate: args.rate.filter(|r| *r > 0.0),
+        threads: args.threads.max(1),
+        progress: true,
+    };
+    match crate::loadgen::run(options) {
+        Ok(report) => {
+            print!("{}", report.render());
+            if report.failed() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => fail(&e, 2),
     }
 }
