@@ -9,7 +9,7 @@ use crate::flows::Bridge;
 use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::sessions::SessionPolicy;
-use crate::store::resilient::Resilient;
+use crate::store::resilient::{Resilient, StoreMetrics};
 use crate::store::{AnyStore, MemoryStore, RedisStore, StoreError};
 use crate::token::{KeyError, KeySet, TokenService};
 use crate::topology::Finding;
@@ -128,6 +128,7 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
         clock.unix(),
     )
     .map_err(StartError::Keys)?;
+    let metrics = Arc::new(Metrics::new());
     let store = match config.store.kind {
         StoreKind::Memory => AnyStore::Memory(MemoryStore::new(clock.clone())),
         StoreKind::Redis => {
@@ -136,7 +137,11 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
             let redis = RedisStore::from_config(&config.store)
                 .await
                 .map_err(StartError::Store)?;
-            let resilient = Resilient::new(redis, config.store.cache_ttl.as_duration());
+            let resilient = Resilient::new(redis, config.store.cache_ttl.as_duration())
+                .with_metrics(StoreMetrics {
+                    duration: metrics.store_duration.clone(),
+                    errors: metrics.store_errors.clone(),
+                });
             resilient.spawn_flusher();
             AnyStore::Redis(resilient)
         }
@@ -184,7 +189,6 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
         absolute_secs: i64::try_from(config.sessions.absolute_timeout.get()).unwrap_or(i64::MAX),
     };
     let tokens = TokenService::new(keys, config.tokens.ttl.get(), config.tokens.leeway.get());
-    let metrics = Arc::new(Metrics::new());
     let audit = start_audit(config, &tokens, &metrics)?;
     let bridge = Bridge {
         topology: Arc::new(topology),

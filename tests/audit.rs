@@ -236,6 +236,18 @@ async fn events_and_fields(backend: Backend) {
     let (code, out) = verify(&config, &[]);
     assert_eq!(code, Some(0), "{out}");
     if let Some(url) = app.config.store.url.clone() {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", app.port))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(
+                "session_bridge_store_operation_duration_seconds_count{reason=\"consume_token\"}"
+            ),
+            "store latency by operation: {metrics}"
+        );
         let stream_lines = wait_for_stream(&url, lines.len()).await;
         assert!(stream_lines >= lines.len());
         let (code, out) = verify(&config, &["--redis", &url]);
@@ -891,4 +903,31 @@ async fn a_refused_signed_token_names_its_issuer_and_jti() {
     assert_eq!(rejected["event"], "token.rejected");
     assert_eq!(rejected["partner"], "account");
     assert_eq!(rejected["jti"], jti.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_catches_up_after_an_outage() {
+    let app = TestApp::spawn_with(Backend::Redis, |config| config.audit.redis_stream = true).await;
+    let mut browser = Browser::new(app.port);
+    browser
+        .get(&format!("{}/bridge/accept?token=junk", app.origin("shop")))
+        .await;
+    let url = app.redis.as_ref().unwrap().url();
+    wait_for_stream(&url, 1).await;
+    app.redis.as_ref().unwrap().pause();
+    for _ in 0..3 {
+        browser
+            .get(&format!("{}/bridge/accept?token=junk", app.origin("shop")))
+            .await;
+    }
+    app.audit_lines_until(|lines| lines.len() >= 4).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    app.redis.as_ref().unwrap().resume();
+    // One more event: its batch resends what the stream missed first.
+    browser
+        .get(&format!("{}/bridge/accept?token=junk", app.origin("shop")))
+        .await;
+    assert!(wait_for_stream(&url, 5).await >= 5);
+    let (code, out) = verify(&cli_config(&app, &app.audit_path()), &["--redis", &url]);
+    assert_eq!(code, Some(0), "{out}");
 }

@@ -1528,6 +1528,10 @@ async fn hardening_of_headers_and_revalidation(backend: Backend) {
     )
     .await;
     assert_eq!(upper.status, StatusCode::OK, "{}", upper.body);
+    // `from` is required: without it any partner's token would do.
+    let no_from = serde_json::json!({"token": "a.b.c", "verifier": "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"});
+    let refused = exchange_raw(&http, &app, "shop", no_from.to_string().into_bytes(), &[]).await;
+    assert_refused(&refused, StatusCode::BAD_REQUEST, "invalid_json");
     // The script's ETag revalidates.
     let url = format!("{}/bridge/session-bridge.js", app.origin("shop"));
     let etag = format!(

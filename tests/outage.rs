@@ -236,3 +236,47 @@ async fn a_stream_of_hand_offs_survives_a_stop() {
     // Recovery: the last statuses are successes again.
     assert_eq!(statuses.last(), Some(&303), "{statuses:?}");
 }
+
+/// The service API's logout (DELETE) during an outage is queued the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_delete_during_an_outage_is_honoured_and_written_later() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/api/v1/sessions", app.port))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({"site": "account", "user_id": "pia"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created["session_fp"].as_str().map(str::len),
+        Some(32),
+        "the fingerprint back-channel tokens carry as sid"
+    );
+    let url = app.redis.as_ref().unwrap().url();
+    app.redis.as_ref().unwrap().pause();
+    let deleted = reqwest::Client::new()
+        .delete(format!(
+            "http://127.0.0.1:{}/api/v1/sessions/{id}",
+            app.port
+        ))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    app.redis.as_ref().unwrap().resume();
+    let mut written = false;
+    for _ in 0..50 {
+        if redis_get(&url, &format!("sb:s:{id}")).await.is_none() {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(written, "the queued revocation reached Redis");
+}

@@ -11,6 +11,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 /// Events waiting to be written, at most (past it, events are counted as dropped).
 pub const QUEUE_CAPACITY: usize = 65_536;
+/// Lines kept for the stream while Redis does not answer, at most.
+const STREAM_BACKLOG: usize = 100_000;
 /// Lines written per batch, at most.
 const BATCH: usize = 512;
 
@@ -83,6 +85,7 @@ fn run(
     mut prev: [u8; 32],
     stats: &QueueStats,
 ) {
+    let mut backlog: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     // Ends when every sender is gone, after writing what was queued.
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
@@ -109,11 +112,22 @@ fn run(
             stats.sink_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "cannot write the audit file");
         }
-        if let Some(stream) = sinks.stream.as_mut()
-            && let Err(e) = stream.write(&lines)
-        {
-            stats.sink_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "cannot write the audit stream");
+        if let Some(stream) = sinks.stream.as_mut() {
+            // Lines the stream missed are resent, in order, before newer
+            // ones: an outage must not leave a gap that reads as tampering.
+            backlog.extend(lines.iter().cloned());
+            while backlog.len() > STREAM_BACKLOG {
+                backlog.pop_front();
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            let pending: Vec<String> = backlog.iter().cloned().collect();
+            match stream.write(&pending) {
+                Ok(()) => backlog.clear(),
+                Err(e) => {
+                    stats.sink_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, waiting = backlog.len(), "cannot write the audit stream; will resend");
+                }
+            }
         }
         stats
             .written

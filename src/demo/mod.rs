@@ -245,6 +245,7 @@ async fn login_submit(
     // anonymous session's cart comes along.
     let existing = current_session(&req, &state, &site).await?;
     let rotated = existing.is_some();
+    let old_id = existing.as_ref().map(|s| s.id.clone());
     let session = match existing {
         Some(old) => {
             bridge
@@ -268,6 +269,16 @@ async fn login_submit(
     } else {
         EventKind::SessionCreated
     };
+    if let Some(old_id) = &old_id {
+        // As the API's rotation does: the old ID is dead, and other nodes hear it.
+        bridge.audit.record(
+            &AuditEvent::new(EventKind::SessionRevoked, &site.id)
+                .session(old_id)
+                .reason("rotated"),
+            &request::context(&req),
+        );
+        bridge.publish_event("rotated", old_id).await;
+    }
     bridge.audit.record(
         &AuditEvent::new(kind, &site.id)
             .session(&session.id)

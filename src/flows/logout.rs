@@ -327,7 +327,9 @@ async fn attempt_once(client: &awc::Client, delivery: &Delivery) -> Attempt {
 /// The back-channel client: no redirects (the URL is configuration; a
 /// redirect elsewhere is not followed), HTTPS on rustls with the ring
 /// provider (the bridge's one crypto stack) and the system's trust store.
-fn http_client() -> awc::Client {
+/// The bridge's outgoing HTTP client: TLS with the system roots (rustls on
+/// ring), no redirects, bounded timeouts.
+pub fn http_client() -> awc::Client {
     let mut connector = awc::Connector::new().timeout(ATTEMPT_TIMEOUT);
     if let Some(tls) = tls_config() {
         connector = connector.rustls_0_23(Arc::new(tls));

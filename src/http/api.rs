@@ -71,6 +71,15 @@ fn rfc3339(unix: i64) -> String {
 }
 
 /// The session view (DESIGN.md): `id` only where the caller may see it.
+/// The service API's view: the session view with `id`, plus `session_fp`,
+/// the keyed fingerprint that back-channel logout tokens carry as `sid`
+/// and the audit trail uses, so a site's backend can map one to the other.
+pub fn service_view(bridge: &crate::flows::Bridge, session: &Session, now: i64) -> Value {
+    let mut view = session_view(session, &bridge.sessions, now, true);
+    view["session_fp"] = Value::String(bridge.audit.fingerprint(&session.id));
+    view
+}
+
 pub fn session_view(session: &Session, policy: &SessionPolicy, now: i64, with_id: bool) -> Value {
     let mut view = serde_json::json!({
         "user_id": session.user_id,
@@ -157,7 +166,7 @@ pub async fn create_session(
     Ok(HttpResponse::Created()
         .insert_header((header::ETAG, format!("\"{}\"", session.version)))
         .content_type("application/json")
-        .body(session_view(&session, &bridge.sessions, now, true).to_string()))
+        .body(service_view(bridge, &session, now).to_string()))
 }
 
 fn data_too_large(req: &HttpRequest) -> HttpError {
@@ -232,5 +241,5 @@ async fn rotate_session(
     Ok(HttpResponse::Created()
         .insert_header((header::ETAG, format!("\"{}\"", fresh.version)))
         .content_type("application/json")
-        .body(session_view(&fresh, &bridge.sessions, now, true).to_string()))
+        .body(service_view(bridge, &fresh, now).to_string()))
 }

@@ -111,9 +111,10 @@ pub async fn frame(
 struct ExchangeBody {
     token: String,
     verifier: String,
-    /// The origin (or site id) the script asked; the token's issuer must be it.
-    #[serde(default)]
-    from: Option<String>,
+    /// The origin (or site id) the script asked; the token's issuer must be
+    /// it (mix-up defence). Required: without it a token from any partner
+    /// would do.
+    from: String,
 }
 
 fn reject_exchange(
@@ -168,21 +169,14 @@ pub async fn exchange(
         ));
     }
     let bridge = &state.bridge;
-    let issuer = match &body.from {
-        Some(from) => Some(
-            bridge
-                .topology
-                .resolve(from)
-                .map(|(site, _)| site.id.clone())
-                .ok_or_else(|| {
-                    HttpError::bad_request("site_unknown", "`from` names no site", &req)
-                })?,
-        ),
-        None => None,
-    };
+    let issuer = bridge
+        .topology
+        .resolve(&body.from)
+        .map(|(site, _)| site.id.clone())
+        .ok_or_else(|| HttpError::bad_request("site_unknown", "`from` names no site", &req))?;
     let presented = Presented {
         verifier: &body.verifier,
-        issuer: issuer.as_deref(),
+        issuer: Some(&issuer),
     };
     let now = state.clock.unix();
     let accepted = bridge

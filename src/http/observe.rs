@@ -75,14 +75,6 @@ pub async fn observe(
             };
             metrics.record_handoff(flow, outcome);
         }
-        if code == Some("store_unavailable") {
-            metrics
-                .store_errors
-                .get_or_create(&crate::metrics::ReasonLabels {
-                    reason: "unavailable".to_owned(),
-                })
-                .inc();
-        }
     }
     tracing::info!(
         target: "access",

@@ -12,7 +12,7 @@
 //! there is no `*`, and `null` can never be configured (see `Origin::parse`).
 
 use super::AppState;
-use super::api::{API_BODY_LIMIT, authorize, session_view};
+use super::api::{API_BODY_LIMIT, authorize};
 use super::error::HttpError;
 use super::handshake::presented_session;
 use super::request;
@@ -265,7 +265,7 @@ fn view_response(
     HttpResponse::build(status)
         .insert_header((header::ETAG, etag(session)))
         .content_type("application/json")
-        .body(session_view(session, &state.bridge.sessions, now, true).to_string())
+        .body(super::api::service_view(&state.bridge, session, now).to_string())
 }
 
 /// `GET /api/v1/sessions/{id}`: the view with its id and `ETag`. A service
@@ -391,17 +391,22 @@ pub async fn delete_session(
     let id = path_id(&req, &path)?;
     let bridge = &state.bridge;
     let now = state.clock.unix();
-    let session = bridge
-        .store
-        .get_session(&id)
-        .await
-        .map_err(|e| HttpError::store(&e, &req))?
-        .ok_or_else(|| session_not_found(&req))?;
+    let origin_site = match bridge.store.get_session(&id).await {
+        Ok(Some(session)) => Some(session.origin_site),
+        Ok(None) => return Err(session_not_found(&req)),
+        // The store does not answer: end the session anyway; the store layer
+        // honours it on this node at once and writes it when the store is back.
+        Err(crate::store::StoreError::Unavailable(_)) => None,
+        Err(e) => return Err(HttpError::store(&e, &req)),
+    };
     // The logout tokens' issuer: the site whose host the call came to, else
-    // the site where the session began.
+    // the site where the session began (or any site when that is unknown).
     let initiator = request::site_of(&req, &bridge.topology)
         .map(|(site, _)| site.id.clone())
-        .unwrap_or_else(|_| session.origin_site.clone());
+        .ok()
+        .or(origin_site)
+        .or_else(|| bridge.topology.sites().first().map(|s| s.id.clone()))
+        .unwrap_or_default();
     let ended = bridge
         .end_session(&id, &initiator, "api_logout", now, &request::context(&req))
         .await

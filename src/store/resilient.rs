@@ -13,7 +13,12 @@
 use super::{
     ConsumeOutcome, Session, SessionId, Store, StoreError, TokenRecord, TokenStatus, UpdateOutcome,
 };
+use crate::metrics::ReasonLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -29,12 +34,21 @@ struct State {
     cache: HashMap<SessionId, (Session, Instant)>,
 }
 
-/// A store wrapper with a local revocation queue and an optional read cache.
+/// Latency and failures of store calls, by operation.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    pub duration: Family<ReasonLabels, Histogram, fn() -> Histogram>,
+    pub errors: Family<ReasonLabels, Counter>,
+}
+
+/// A store wrapper with a local revocation queue, an optional read cache,
+/// and metrics of every call.
 #[derive(Clone)]
 pub struct Resilient<S> {
     inner: S,
     cache_ttl: Duration,
     state: Arc<Mutex<State>>,
+    metrics: Option<StoreMetrics>,
 }
 
 fn unavailable(result: &Result<impl Sized, StoreError>) -> bool {
@@ -48,7 +62,37 @@ impl<S: Store + Clone + 'static> Resilient<S> {
             inner,
             cache_ttl,
             state: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// Records latency and failures of every call in `metrics`.
+    pub fn with_metrics(mut self, metrics: StoreMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Runs one store call, timing it and counting its failure.
+    async fn timed<T>(
+        &self,
+        op: &str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        if let Some(metrics) = &self.metrics {
+            let labels = ReasonLabels {
+                reason: op.to_owned(),
+            };
+            metrics
+                .duration
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            if result.is_err() {
+                metrics.errors.get_or_create(&labels).inc();
+            }
+        }
+        result
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -129,14 +173,15 @@ impl<S: Store + Clone + 'static> Resilient<S> {
 
 impl<S: Store + Clone + 'static> Store for Resilient<S> {
     async fn create_session(&self, session: &Session, ttl: Duration) -> Result<(), StoreError> {
-        self.inner.create_session(session, ttl).await
+        self.timed("create_session", self.inner.create_session(session, ttl))
+            .await
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         if self.revoked_here(id) {
             return Ok(None);
         }
-        let result = self.inner.get_session(id).await;
+        let result = self.timed("get_session", self.inner.get_session(id)).await;
         match &result {
             Ok(Some(session)) => self.remember(session),
             Ok(None) => self.forget(id),
@@ -160,8 +205,10 @@ impl<S: Store + Clone + 'static> Store for Resilient<S> {
             return Ok(UpdateOutcome::Missing);
         }
         let outcome = self
-            .inner
-            .update_session(session, expected_version, ttl)
+            .timed(
+                "update_session",
+                self.inner.update_session(session, expected_version, ttl),
+            )
             .await;
         if matches!(outcome, Ok(UpdateOutcome::Saved)) {
             self.remember(session);
@@ -173,12 +220,15 @@ impl<S: Store + Clone + 'static> Store for Resilient<S> {
         if self.revoked_here(id) {
             return Ok(false);
         }
-        self.inner.touch_session(id, ttl).await
+        self.timed("touch_session", self.inner.touch_session(id, ttl))
+            .await
     }
 
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
         self.forget(id);
-        let result = self.inner.delete_session(id).await;
+        let result = self
+            .timed("delete_session", self.inner.delete_session(id))
+            .await;
         if unavailable(&result) {
             // Honoured here at once; written to the store when it answers.
             self.lock().pending_revocations.insert(id.clone());
@@ -194,29 +244,32 @@ impl<S: Store + Clone + 'static> Store for Resilient<S> {
         record: &TokenRecord,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.inner.put_token(jti, record, ttl).await
+        self.timed("put_token", self.inner.put_token(jti, record, ttl))
+            .await
     }
 
     async fn consume_token(&self, jti: &str) -> Result<ConsumeOutcome, StoreError> {
-        self.inner.consume_token(jti).await
+        self.timed("consume_token", self.inner.consume_token(jti))
+            .await
     }
 
     async fn peek_token(&self, jti: &str) -> Result<TokenStatus, StoreError> {
-        self.inner.peek_token(jti).await
+        self.timed("peek_token", self.inner.peek_token(jti)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
+        self.timed("ping", self.inner.ping()).await
     }
 
     async fn session_ttl(&self, id: &SessionId) -> Result<Option<Duration>, StoreError> {
         if self.revoked_here(id) {
             return Ok(None);
         }
-        self.inner.session_ttl(id).await
+        self.timed("session_ttl", self.inner.session_ttl(id)).await
     }
 
     async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
-        self.inner.publish(channel, message).await
+        self.timed("publish", self.inner.publish(channel, message))
+            .await
     }
 }
