@@ -41,4 +41,10 @@ if [ ! -x "$tools/node_modules/.bin/tsc" ]; then
 fi
 "$tools/node_modules/.bin/tsc" -p tests/ts
 echo "== cargo test"
+# Every test records the tokens and session IDs it sees, and keeps the logs,
+# audit files and error pages the bridge produced, for the leak check below.
+export SB_TEST_ARTIFACTS="$PWD/target/test-artifacts"
+rm -rf "$SB_TEST_ARTIFACTS"
 cargo test --all-targets --locked
+echo "== leak check over everything the suite produced"
+bash scripts/check-leaks.sh "$SB_TEST_ARTIFACTS"

@@ -114,8 +114,8 @@ fn count_since(
 }
 
 /// The records of this node's audit file and its newest rotated file.
-fn read_records(state: &AppState) -> Vec<AuditRecord> {
-    let Some(path) = &state.audit_file else {
+fn read_records(audit_file: Option<&std::path::Path>) -> Vec<AuditRecord> {
+    let Some(path) = audit_file else {
         return Vec::new();
     };
     let rotated = std::path::PathBuf::from(format!("{}.1", path.display()));
@@ -181,7 +181,18 @@ pub async fn audit(
         .and_then(|p| p.parse().ok())
         .filter(|p| *p >= 1)
         .unwrap_or(1);
-    let records = read_records(&state);
+    // File reading and parsing run on the blocking pool, not on a worker.
+    let audit_file = state.audit_file.clone();
+    let records = web::block(move || read_records(audit_file.as_deref()))
+        .await
+        .map_err(|_| {
+            HttpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "reading the audit trail failed",
+                &req,
+            )
+        })?;
     let now = OffsetDateTime::now_utc();
     let hour = now - time::Duration::hours(1);
     let day = now - time::Duration::days(1);

@@ -36,7 +36,17 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, customize: impl FnOnce(&mut Config)) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let keys_dir = tempfile::tempdir().unwrap();
+        super::artifacts::capture_logs();
+        // With the suite-wide leak check on, the keys and audit files live in
+        // the artifacts directory and outlive the test.
+        let keys_dir = match super::artifacts::dir() {
+            Some(dir) => tempfile::Builder::new()
+                .prefix("app-")
+                .disable_cleanup(true)
+                .tempdir_in(dir)
+                .unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
         let mut config = demo_config("127.0.0.1:0", port);
         config.tokens.keys_dir = keys_dir.path().to_owned();
         config.audit.file = Some(keys_dir.path().join("audit.log"));

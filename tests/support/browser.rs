@@ -72,6 +72,7 @@ impl Browser {
     }
 
     pub fn set_cookie(&mut self, host: &str, name: &str, value: &str) {
+        super::artifacts::secret(value);
         self.jar
             .entry(host.to_owned())
             .or_default()
@@ -115,6 +116,25 @@ impl Browser {
             self.store_cookie(&host, raw);
         }
         let body = response.text().await.unwrap();
+        // Every secret this response hands out, and every error page, for
+        // the suite-wide leak check.
+        if let Some(location) = headers.get(LOCATION).and_then(|v| v.to_str().ok())
+            && let Ok(target) = url.join(location)
+        {
+            for (name, value) in target.query_pairs() {
+                if name == "token" {
+                    super::artifacts::secret(&value);
+                }
+            }
+        }
+        for marker in ["name=\"token\" value=\"", "data-token=\""] {
+            if let Some(rest) = body.split(marker).nth(1) {
+                super::artifacts::secret(rest.split('"').next().unwrap_or_default());
+            }
+        }
+        if status.as_u16() >= 400 {
+            super::artifacts::error_page(status.as_u16(), &format!("{headers:?}"), &body);
+        }
         Page {
             url,
             status,
@@ -130,6 +150,7 @@ impl Browser {
             return;
         };
         let removed = parts.any(|p| p.eq_ignore_ascii_case("Max-Age=0"));
+        super::artifacts::secret(value);
         let jar = self.jar.entry(host.to_owned()).or_default();
         if removed || value.is_empty() {
             jar.remove(name);
