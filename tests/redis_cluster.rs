@@ -409,6 +409,66 @@ async fn flow_a_hands_sessions_over_on_a_cluster() {
         assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "{}", replay.body);
         assert_eq!(replay.error_code().as_deref(), Some("token_replayed"));
     }
+    // The session API over HTTP on the cluster: read, patch with If-Match
+    // (428 without, 412 stale), rotate, delete.
+    let api = |method: reqwest::Method, path: String| {
+        reqwest::Client::new()
+            .request(method, format!("http://127.0.0.1:{}{path}", app.port))
+            .bearer_auth(API_KEY)
+    };
+    let mut browser = Browser::new(app.port);
+    let id = sign_in(&app, &mut browser, "api-user").await;
+    let read = api(reqwest::Method::GET, format!("/api/v1/sessions/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.headers().get("etag").unwrap(), "\"1\"");
+    let patch = |version: Option<&'static str>| {
+        let mut request = api(reqwest::Method::PATCH, format!("/api/v1/sessions/{id}"))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(r#"{"cart":["tea","cake"]}"#);
+        if let Some(version) = version {
+            request = request.header("If-Match", version);
+        }
+        request.send()
+    };
+    assert_eq!(
+        patch(None).await.unwrap().status(),
+        StatusCode::PRECONDITION_REQUIRED
+    );
+    let patched = patch(Some("\"1\"")).await.unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    assert_eq!(
+        patch(Some("\"1\"")).await.unwrap().status(),
+        StatusCode::PRECONDITION_FAILED
+    );
+    let rotated: serde_json::Value = api(reqwest::Method::POST, "/api/v1/sessions".to_owned())
+        .json(&serde_json::json!({"site": "account", "rotate_from": id}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fresh = rotated["id"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, id);
+    assert_eq!(rotated["data"]["cart"], serde_json::json!(["tea", "cake"]));
+    let old = api(reqwest::Method::GET, format!("/api/v1/sessions/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), StatusCode::NOT_FOUND, "the old id is dead");
+    let deleted = api(reqwest::Method::DELETE, format!("/api/v1/sessions/{fresh}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let gone = api(reqwest::Method::GET, format!("/api/v1/sessions/{fresh}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
     let counts = tokio::task::block_in_place(|| cluster.key_counts());
     assert!(
         counts.iter().filter(|&&n| n > 0).count() >= 2,
