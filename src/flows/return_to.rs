@@ -57,15 +57,7 @@ pub fn validate_return_to<'a>(
     if raw.len() > MAX_RETURN_TO_LEN {
         return Err(ReturnToError::TooLong);
     }
-    for byte in raw.bytes() {
-        match byte {
-            b'\\' => return Err(ReturnToError::Backslash),
-            0..=0x20 | 0x7f => return Err(ReturnToError::ControlCharacter),
-            0x80.. => return Err(ReturnToError::NonAscii),
-            b'#' => return Err(ReturnToError::NotAPath),
-            _ => {}
-        }
-    }
+    check_bytes(raw)?;
     if !raw.starts_with('/') {
         return Err(ReturnToError::NotAPath);
     }
@@ -90,6 +82,21 @@ pub fn validate_return_to<'a>(
     } else {
         Err(ReturnToError::NotAllowed)
     }
+}
+
+/// Only printable ASCII, no backslash, no fragment: nothing a browser or a
+/// proxy could read as another host or another path.
+fn check_bytes(text: &str) -> Result<(), ReturnToError> {
+    for byte in text.bytes() {
+        match byte {
+            b'\\' => return Err(ReturnToError::Backslash),
+            0..=0x20 | 0x7f => return Err(ReturnToError::ControlCharacter),
+            0x80.. => return Err(ReturnToError::NonAscii),
+            b'#' => return Err(ReturnToError::NotAPath),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Refuses escapes that could turn into a separator or a second decoding
@@ -212,15 +219,7 @@ mod tests {
 pub fn validate_local_target(raw: &str) -> Result<&str, ReturnToError> {
     let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
     validate_return_to(path, &["/".to_owned()])?;
-    for byte in query.bytes() {
-        match byte {
-            b'\\' => return Err(ReturnToError::Backslash),
-            0..=0x20 | 0x7f => return Err(ReturnToError::ControlCharacter),
-            0x80.. => return Err(ReturnToError::NonAscii),
-            b'#' => return Err(ReturnToError::NotAPath),
-            _ => {}
-        }
-    }
+    check_bytes(query)?;
     if raw.len() > MAX_RETURN_TO_LEN {
         return Err(ReturnToError::TooLong);
     }
