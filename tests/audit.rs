@@ -8,26 +8,13 @@ mod support;
 use reqwest::StatusCode;
 use std::path::Path;
 use std::process::Command;
-use support::app::{ADMIN_TOKEN, API_KEY, Backend, TestApp};
+use support::app::{ADMIN_TOKEN, Backend, TestApp};
 use support::browser::Browser;
 
 const BIN: &str = env!("CARGO_BIN_EXE_session-bridge");
 
 async fn sign_in(app: &TestApp, browser: &mut Browser, user: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/api/v1/sessions", app.port))
-        .bearer_auth(API_KEY)
-        .json(&serde_json::json!({"site": "account", "user_id": user}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    browser.set_cookie("account.localhost", "__Host-sb", &id);
-    id
+    app.sign_in(browser, user, None).await
 }
 
 fn record(line: &str) -> serde_json::Value {
@@ -220,7 +207,10 @@ async fn events_and_fields(backend: Backend) {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        issued["session_fp"].as_str().unwrap()
+        issued["session_fp"].as_str().unwrap(),
+        "exit {:?}, stderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
     );
     // Never a raw session ID or token.
     let text = std::fs::read_to_string(app.audit_path()).unwrap();

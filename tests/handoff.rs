@@ -11,19 +11,8 @@ use url::Url;
 /// Signs `user` in on `account` through the service API and gives the
 /// browser the session cookie, as a site's login code would.
 async fn sign_in(app: &TestApp, browser: &mut Browser, user: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/api/v1/sessions", app.port))
-        .header("Host", format!("account.localhost:{}", app.port))
-        .bearer_auth(API_KEY)
-        .json(&serde_json::json!({"site": "account", "user_id": user, "data": {"cart": ["tea"]}}))
-        .send()
+    app.sign_in(browser, user, Some(serde_json::json!({"cart": ["tea"]})))
         .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: serde_json::Value = response.json().await.unwrap();
-    let id = body["id"].as_str().unwrap().to_owned();
-    browser.set_cookie("account.localhost", "__Host-sb", &id);
-    id
 }
 
 fn start_url(app: &TestApp, site: &str, from: &str, return_to: &str, mode: &str) -> String {

@@ -6,23 +6,11 @@ mod support;
 use reqwest::StatusCode;
 use session_bridge::config::TokenAlgorithm;
 use session_bridge::token::generate_key_file;
-use support::app::{API_KEY, Backend, TestApp};
+use support::app::{Backend, TestApp};
 use support::browser::Browser;
 
 async fn sign_in(app: &TestApp, browser: &mut Browser) {
-    let response = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/api/v1/sessions", app.port))
-        .bearer_auth(API_KEY)
-        .json(&serde_json::json!({"site": "account", "user_id": "rotator"}))
-        .send()
-        .await
-        .unwrap();
-    let body: serde_json::Value = response.json().await.unwrap();
-    browser.set_cookie(
-        "account.localhost",
-        "__Host-sb",
-        body["id"].as_str().unwrap(),
-    );
+    app.sign_in(browser, "rotator", None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

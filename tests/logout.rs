@@ -17,25 +17,14 @@ use session_support::Http;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::app::{API_KEY, Backend, TestApp};
+use support::app::{Backend, TestApp};
 use support::browser::Browser;
 
 /// Signs `user` in on `account` through the service API and gives the
 /// browser the session cookie, as a site's login code would.
 async fn sign_in(app: &TestApp, browser: &mut Browser, user: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/api/v1/sessions", app.port))
-        .header("Host", format!("account.localhost:{}", app.port))
-        .bearer_auth(API_KEY)
-        .json(&json!({"site": "account", "user_id": user, "data": {"cart": ["tea"]}}))
-        .send()
+    app.sign_in(browser, user, Some(serde_json::json!({"cart": ["tea"]})))
         .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: Value = response.json().await.unwrap();
-    let id = body["id"].as_str().unwrap().to_owned();
-    browser.set_cookie("account.localhost", "__Host-sb", &id);
-    id
 }
 
 fn start_url(app: &TestApp, site: &str, from: &str) -> String {

@@ -10,20 +10,7 @@ use support::app::{API_KEY, Backend, TestApp};
 use support::browser::Browser;
 
 async fn sign_in(app: &TestApp, browser: &mut Browser) {
-    let response = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/api/v1/sessions", app.port))
-        .bearer_auth(API_KEY)
-        .json(&serde_json::json!({"site": "account", "user_id": "olga"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: serde_json::Value = response.json().await.unwrap();
-    browser.set_cookie(
-        "account.localhost",
-        "__Host-sb",
-        body["id"].as_str().unwrap(),
-    );
+    app.sign_in(browser, "olga", None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -342,19 +342,8 @@ async fn a_hung_cluster_node_times_out_and_recovers() {
 // ----------------------------------------------------- flow A over HTTP
 
 async fn sign_in(app: &TestApp, browser: &mut Browser, user: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/api/v1/sessions", app.port))
-        .header("Host", format!("account.localhost:{}", app.port))
-        .bearer_auth(API_KEY)
-        .json(&serde_json::json!({"site": "account", "user_id": user, "data": {"cart": ["tea"]}}))
-        .send()
+    app.sign_in(browser, user, Some(serde_json::json!({"cart": ["tea"]})))
         .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: serde_json::Value = response.json().await.unwrap();
-    let id = body["id"].as_str().unwrap().to_owned();
-    browser.set_cookie("account.localhost", "__Host-sb", &id);
-    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,6 +86,34 @@ impl TestApp {
         format!("http://{site}.localhost:{}", self.port)
     }
 
+    /// Creates a session for `user` on `account` through the service API (with
+    /// `data`, when given) and gives `browser` its cookie, as a site's login
+    /// code would. Returns the session ID.
+    pub async fn sign_in(
+        &self,
+        browser: &mut super::browser::Browser,
+        user: &str,
+        data: Option<serde_json::Value>,
+    ) -> String {
+        let mut body = serde_json::json!({"site": "account", "user_id": user});
+        if let Some(data) = data {
+            body["data"] = data;
+        }
+        let response = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/api/v1/sessions", self.port))
+            .header("Host", format!("account.localhost:{}", self.port))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+        let body: serde_json::Value = response.json().await.unwrap();
+        let id = body["id"].as_str().unwrap().to_owned();
+        browser.set_cookie("account.localhost", "__Host-sb", &id);
+        id
+    }
+
     /// The audit file of this app.
     pub fn audit_path(&self) -> std::path::PathBuf {
         self.keys_dir.path().join("audit.log")
