@@ -45,6 +45,7 @@ fn store(c: &mut Criterion) {
         session_id: SessionId::from_generated("s".repeat(43)),
         aud: "shop".to_owned(),
         challenge: "c".repeat(43),
+        receiver_joined: false,
     };
     let mut n = 0u64;
     c.bench_function("memory put + consume", |b| {

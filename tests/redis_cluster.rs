@@ -11,8 +11,8 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use session_bridge::config::{StoreConfig, StoreKind};
 use session_bridge::store::{
-    ConsumeOutcome, RedisStore, Session, SessionId, Store, StoreError, TokenRecord, TokenStatus,
-    UpdateOutcome,
+    ConsumeOutcome, IssueOutcome, RedisStore, Session, SessionId, Store, StoreError, TokenRecord,
+    TokenStatus, UpdateOutcome,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +87,7 @@ fn record(session_id: &SessionId) -> TokenRecord {
         session_id: session_id.clone(),
         aud: "shop".to_owned(),
         challenge: random_b64(),
+        receiver_joined: false,
     }
 }
 
@@ -164,6 +165,36 @@ async fn token_contract(store: &RedisStore) {
         store.peek_token(&jti).await.unwrap(),
         TokenStatus::Consumed(rec)
     );
+
+    // A token for a session: the session and the token sit in different
+    // slots, so the check reads, then writes.
+    let id = new_id();
+    let stored = session(&id);
+    store.create_session(&stored, LONG).await.unwrap();
+    let now = stored.absolute_expires_at - 100;
+    let jti = new_jti();
+    assert_eq!(
+        store
+            .put_token_for_session(&jti, &record(&id), "account", now, LONG)
+            .await
+            .unwrap(),
+        IssueOutcome::Recorded {
+            receiver_joined: true
+        }
+    );
+    let TokenStatus::Pending(pending) = store.peek_token(&jti).await.unwrap() else {
+        panic!("recorded tokens are pending");
+    };
+    assert!(pending.receiver_joined);
+    let jti = new_jti();
+    assert_eq!(
+        store
+            .put_token_for_session(&jti, &record(&id), "checkout", now, LONG)
+            .await
+            .unwrap(),
+        IssueOutcome::NoSession
+    );
+    assert_eq!(store.peek_token(&jti).await.unwrap(), TokenStatus::Unknown);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -68,6 +68,7 @@ fn record(session_id: &SessionId) -> TokenRecord {
         session_id: session_id.clone(),
         aud: "shop".to_owned(),
         challenge: random_b64(),
+        receiver_joined: false,
     }
 }
 

@@ -9,8 +9,8 @@ mod support;
 use futures::future::join_all;
 use session_bridge::clock::Clock;
 use session_bridge::store::{
-    ConsumeOutcome, MemoryStore, RedisStore, Session, SessionId, Store, StoreError, TokenRecord,
-    TokenStatus, UpdateOutcome,
+    ConsumeOutcome, IssueOutcome, MemoryStore, RedisStore, Session, SessionId, Store, StoreError,
+    TokenRecord, TokenStatus, UpdateOutcome,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,6 +106,7 @@ fn record(session_id: &SessionId) -> TokenRecord {
         session_id: session_id.clone(),
         aud: "shop".to_owned(),
         challenge: random_b64(),
+        receiver_joined: false,
     }
 }
 
@@ -495,6 +496,99 @@ async fn peek_sees_expired_tokens_as_unknown<S: Store>(b: &Backend<S>) {
     );
 }
 
+async fn token_for_session_checks_the_session_and_writes_only_the_token<S: Store>(b: &Backend<S>) {
+    let id = new_id();
+    let stored = session(&id); // origin `account`, joined by `shop`
+    b.store.create_session(&stored, LONG).await.unwrap();
+    let now = stored.absolute_expires_at - 100;
+    let for_site = |aud: &str| TokenRecord {
+        aud: aud.to_owned(),
+        ..record(&id)
+    };
+
+    // The receiver had joined: the record says so, and redeeming returns it.
+    let jti = new_jti();
+    assert_eq!(
+        b.store
+            .put_token_for_session(&jti, &for_site("shop"), "account", now, LONG)
+            .await
+            .unwrap(),
+        IssueOutcome::Recorded {
+            receiver_joined: true
+        }
+    );
+    let ConsumeOutcome::Redeemed(redeemed) = b.store.consume_token(&jti).await.unwrap() else {
+        panic!("a recorded token is pending");
+    };
+    assert!(redeemed.receiver_joined);
+    assert_eq!(redeemed.session_id, id);
+
+    // Not joined yet, whatever the caller claims.
+    let jti = new_jti();
+    let claimed = TokenRecord {
+        receiver_joined: true,
+        ..for_site("checkout")
+    };
+    assert_eq!(
+        b.store
+            .put_token_for_session(&jti, &claimed, "shop", now, LONG)
+            .await
+            .unwrap(),
+        IssueOutcome::Recorded {
+            receiver_joined: false
+        }
+    );
+    let TokenStatus::Pending(pending) = b.store.peek_token(&jti).await.unwrap() else {
+        panic!("a recorded token is pending");
+    };
+    assert!(!pending.receiver_joined);
+    assert_eq!(
+        b.store
+            .put_token_for_session(&jti, &for_site("shop"), "account", now, LONG)
+            .await,
+        Err(StoreError::AlreadyExists)
+    );
+
+    // No usable session: nothing is written.
+    let missing = TokenRecord {
+        session_id: new_id(),
+        ..for_site("shop")
+    };
+    let cases = [
+        (&missing, "account", now, "no such session"),
+        (
+            &for_site("shop"),
+            "checkout",
+            now,
+            "an issuer that never joined",
+        ),
+        (
+            &for_site("shop"),
+            "account",
+            stored.absolute_expires_at,
+            "past the absolute expiry",
+        ),
+    ];
+    for (record, issuer, at, why) in cases {
+        let jti = new_jti();
+        assert_eq!(
+            b.store
+                .put_token_for_session(&jti, record, issuer, at, LONG)
+                .await
+                .unwrap(),
+            IssueOutcome::NoSession,
+            "{why}"
+        );
+        assert_eq!(
+            b.store.peek_token(&jti).await.unwrap(),
+            TokenStatus::Unknown,
+            "{why}"
+        );
+    }
+    // The session was only read: byte for byte what was stored.
+    assert_eq!(b.store.get_session(&id).await.unwrap(), Some(stored));
+}
+
 /// One `#[tokio::test]` per case and backend: `memory_store::<case>`, `redis_store::<case>`.
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
@@ -535,6 +629,7 @@ contract!(
     touch_slides_a_live_session_without_changing_it,
     peek_reports_the_token_state_without_changing_it,
     peek_sees_expired_tokens_as_unknown,
+    token_for_session_checks_the_session_and_writes_only_the_token,
 );
 
 // ------------------------------------------------------ backend specifics

@@ -10,7 +10,7 @@ pub mod return_to;
 
 use crate::audit::{Audit, AuditEvent, EventKind, RequestContext};
 use crate::sessions::{SessionError, SessionPolicy};
-use crate::store::{AnyStore, SessionId, Store, StoreError, TokenRecord};
+use crate::store::{AnyStore, IssueOutcome, SessionId, Store, StoreError, TokenRecord};
 use crate::token::{TokenError, TokenRequest, TokenService};
 use crate::topology::{Origin, Site, Topology};
 use return_to::ReturnToError;
@@ -176,18 +176,21 @@ impl Bridge {
     }
 
     /// Signs a token from `issuer` to `receiver` for `session_id`, and
-    /// records it as pending (the record outlives the token's validity).
+    /// records it as pending (the record outlives the token's validity) —
+    /// only if that session is live and the issuer's: `None` when it is not
+    /// (nothing recorded, the signed token dropped unseen). One store round
+    /// trip where the backend allows.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn mint_token(
         &self,
         issuer: &Site,
         receiver: &Site,
-        session_id: SessionId,
+        session_id: &SessionId,
         challenge: &str,
         return_to: &str,
         now: i64,
         ctx: &RequestContext,
-    ) -> Result<String, FlowError> {
+    ) -> Result<Option<String>, FlowError> {
         let request = TokenRequest {
             issuer: &issuer.id,
             audience: &receiver.id,
@@ -199,22 +202,30 @@ impl Bridge {
             session_id: session_id.clone(),
             aud: receiver.id.clone(),
             challenge: challenge.to_owned(),
+            // Set by the store from the session it checks.
+            receiver_joined: false,
         };
         let record_ttl = self.tokens.ttl_secs() + self.tokens.leeway_secs() + RECORD_GRACE_SECS;
-        self.store
-            .put_token(
+        let outcome = self
+            .store
+            .put_token_for_session(
                 &claims.jti,
                 &record,
+                &issuer.id,
+                now,
                 Duration::from_secs(record_ttl.unsigned_abs()),
             )
             .await?;
+        if outcome == IssueOutcome::NoSession {
+            return Ok(None);
+        }
         self.audit.record(
             &AuditEvent::new(EventKind::TokenIssued, &issuer.id)
                 .partner(&receiver.id)
                 .jti(&claims.jti)
-                .session(&session_id),
+                .session(session_id),
             ctx,
         );
-        Ok(token)
+        Ok(Some(token))
     }
 }

@@ -6,13 +6,15 @@ use super::return_to::validate_return_to;
 use super::{Bridge, FlowError};
 use crate::audit::{AuditEvent, EventKind, RequestContext};
 use crate::sessions::SessionError;
-use crate::store::{ConsumeOutcome, SessionId, Store, TokenRecord, TokenStatus};
+use crate::store::{ConsumeOutcome, Session, SessionId, Store, TokenRecord, TokenStatus};
 use crate::topology::Site;
 
 /// `/bridge/accept` on B: the session to set and where to go.
 #[derive(Debug)]
 pub struct Accepted {
     pub session_id: SessionId,
+    /// The session as joined, when this hand-off had to read and write it.
+    pub session: Option<Session>,
     pub return_to: String,
 }
 
@@ -107,25 +109,35 @@ impl Bridge {
         if record.aud != receiver.id || !binding::secrets_equal(&record.challenge, &claims.cch) {
             return Err(FlowError::BindingMismatch);
         }
-        let session = self
-            .store
-            .get_session(&record.session_id)
-            .await?
-            .filter(|s| s.absolute_expires_at > now)
-            .ok_or(FlowError::Session(SessionError::NotFound))?;
-        let session = self
-            .sessions
-            .join(&self.store, session, &receiver.id, now)
-            .await?;
+        // A receiver that had already joined when the token was issued has
+        // nothing to write: the hand-off costs no session round trip. If the
+        // session ended since, the cookie set here names a deleted record,
+        // which every later read treats as no session.
+        let (session_id, session) = if record.receiver_joined {
+            (record.session_id, None)
+        } else {
+            let session = self
+                .store
+                .get_session(&record.session_id)
+                .await?
+                .filter(|s| s.absolute_expires_at > now)
+                .ok_or(FlowError::Session(SessionError::NotFound))?;
+            let session = self
+                .sessions
+                .join(&self.store, session, &receiver.id, now)
+                .await?;
+            (session.id.clone(), Some(session))
+        };
         self.audit.record(
             &AuditEvent::new(EventKind::TokenRedeemed, &receiver.id)
                 .partner(&claims.iss)
                 .jti(&claims.jti)
-                .session(&session.id),
+                .session(&session_id),
             ctx,
         );
         Ok(Accepted {
-            session_id: session.id,
+            session_id,
+            session,
             return_to,
         })
     }

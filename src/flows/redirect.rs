@@ -123,54 +123,66 @@ impl Bridge {
                 "challenge must be 43 base64url characters",
             ));
         }
-        let existing = match session_id {
-            Some(id) => {
-                self.sessions
-                    .load_for_site(&self.store, id, &issuer.id, now)
-                    .await?
+        let accept_url = format!("{receiver_origin}/bridge/accept");
+        // The session in A's cookie: the store checks it is live and A's as
+        // it records the token (one round trip).
+        if let Some(id) = session_id
+            && let Some(token) = self
+                .mint_token(issuer, &receiver, id, challenge, return_to, now, ctx)
+                .await?
+        {
+            return Ok(Issued::Deliver {
+                token,
+                accept_url,
+                mode,
+                new_session: None,
+            });
+        }
+        let session = match issuer.on_missing_session {
+            MissingSessionPolicy::Deny => return Err(FlowError::NoSession),
+            MissingSessionPolicy::Login => {
+                let url = format!(
+                    "{}?{}",
+                    issuer.login_url,
+                    query(&[("return_to", self_path)])
+                );
+                return Ok(Issued::Login { url });
             }
-            None => None,
-        };
-        let (session_id, new_session) = match existing {
-            Some(session) => (session.id, None),
-            None => match issuer.on_missing_session {
-                MissingSessionPolicy::Deny => return Err(FlowError::NoSession),
-                MissingSessionPolicy::Login => {
-                    let url = format!(
-                        "{}?{}",
-                        issuer.login_url,
-                        query(&[("return_to", self_path)])
-                    );
-                    return Ok(Issued::Login { url });
-                }
-                MissingSessionPolicy::Anonymous => {
-                    let new = NewSession {
-                        site: &issuer.id,
-                        user_id: None,
-                        auth_ref: None,
-                        data: Default::default(),
-                    };
-                    let session = self.sessions.create(&self.store, new, now).await?;
-                    self.audit.record(
-                        &AuditEvent::new(EventKind::SessionCreated, &issuer.id)
-                            .session(&session.id)
-                            .reason("anonymous"),
-                        ctx,
-                    );
-                    (session.id.clone(), Some(session.id))
-                }
-            },
+            MissingSessionPolicy::Anonymous => {
+                let new = NewSession {
+                    site: &issuer.id,
+                    user_id: None,
+                    auth_ref: None,
+                    data: Default::default(),
+                };
+                let session = self.sessions.create(&self.store, new, now).await?;
+                self.audit.record(
+                    &AuditEvent::new(EventKind::SessionCreated, &issuer.id)
+                        .session(&session.id)
+                        .reason("anonymous"),
+                    ctx,
+                );
+                session
+            }
         };
         let token = self
             .mint_token(
-                issuer, &receiver, session_id, challenge, return_to, now, ctx,
+                issuer,
+                &receiver,
+                &session.id,
+                challenge,
+                return_to,
+                now,
+                ctx,
             )
-            .await?;
+            .await?
+            // Just made; gone only if revoked in the meantime.
+            .ok_or(FlowError::Session(SessionError::NotFound))?;
         Ok(Issued::Deliver {
             token,
-            accept_url: format!("{receiver_origin}/bridge/accept"),
+            accept_url,
             mode,
-            new_session,
+            new_session: Some(session.id),
         })
     }
 }

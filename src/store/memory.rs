@@ -1,7 +1,8 @@
 //! The embedded store: one process, expiry honoured, memory reclaimed.
 
 use super::{
-    ConsumeOutcome, Session, SessionId, Store, StoreError, TokenRecord, TokenStatus, UpdateOutcome,
+    ConsumeOutcome, IssueOutcome, Session, SessionId, Store, StoreError, TokenRecord, TokenStatus,
+    UpdateOutcome,
 };
 use crate::clock::Clock;
 use std::collections::HashMap;
@@ -75,6 +76,32 @@ impl MemoryStore {
             maps.sessions.retain(|_, e| e.expires_at > now);
             maps.tokens.retain(|_, e| e.expires_at > now);
         }
+    }
+
+    /// Inserts a pending token unless a live one has this jti.
+    fn insert_token(
+        &self,
+        maps: &mut Maps,
+        jti: &str,
+        record: TokenRecord,
+        ttl: Duration,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if maps.tokens.get(jti).is_some_and(|e| e.expires_at > now) {
+            return Err(StoreError::AlreadyExists);
+        }
+        maps.tokens.insert(
+            jti.to_owned(),
+            Entry {
+                value: TokenEntry {
+                    record,
+                    consumed: false,
+                },
+                expires_at: now.saturating_add(millis(ttl)),
+            },
+        );
+        self.after_write(maps, now);
+        Ok(())
     }
 
     /// Number of entries held, expired or not (for tests of reclamation).
@@ -168,21 +195,36 @@ impl Store for MemoryStore {
     ) -> Result<(), StoreError> {
         let now = self.now_ms();
         let mut maps = self.lock();
-        if maps.tokens.get(jti).is_some_and(|e| e.expires_at > now) {
-            return Err(StoreError::AlreadyExists);
-        }
-        maps.tokens.insert(
-            jti.to_owned(),
-            Entry {
-                value: TokenEntry {
-                    record: record.clone(),
-                    consumed: false,
-                },
-                expires_at: now.saturating_add(millis(ttl)),
-            },
-        );
-        self.after_write(&mut maps, now);
-        Ok(())
+        self.insert_token(&mut maps, jti, record.clone(), ttl, now)
+    }
+
+    async fn put_token_for_session(
+        &self,
+        jti: &str,
+        record: &TokenRecord,
+        issuer: &str,
+        now: i64,
+        ttl: Duration,
+    ) -> Result<IssueOutcome, StoreError> {
+        let now_ms = self.now_ms();
+        // One lock: the session check and the token write are one step.
+        let mut maps = self.lock();
+        let Some(session) = maps
+            .sessions
+            .get(&record.session_id)
+            .filter(|e| e.expires_at > now_ms)
+            .map(|e| &e.value)
+            .filter(|s| s.is_joined_by(issuer) && s.absolute_expires_at > now)
+        else {
+            return Ok(IssueOutcome::NoSession);
+        };
+        let receiver_joined = session.is_joined_by(&record.aud);
+        let record = TokenRecord {
+            receiver_joined,
+            ..record.clone()
+        };
+        self.insert_token(&mut maps, jti, record, ttl, now_ms)?;
+        Ok(IssueOutcome::Recorded { receiver_joined })
     }
 
     async fn consume_token(&self, jti: &str) -> Result<ConsumeOutcome, StoreError> {
@@ -237,6 +279,7 @@ mod tests {
             session_id: SessionId::from_generated("s".repeat(43)),
             aud: "shop".to_owned(),
             challenge: "c".repeat(43),
+            receiver_joined: false,
         }
     }
 

@@ -3,8 +3,9 @@
 //! Two backends implement [`Store`]: [`MemoryStore`] (the embedded default,
 //! one process) and [`RedisStore`] (one server, Sentinel or Cluster). Keys
 //! are namespaced (`sb:s:` sessions, `sb:t:` tokens) so a token id can never
-//! address a session. Every operation touches exactly one key, so it runs
-//! unchanged on Redis Cluster.
+//! address a session. Every write touches exactly one key, so it runs
+//! unchanged on Redis Cluster; the one operation that reads a second key
+//! (recording a token for a session) reads then writes on a Cluster.
 
 mod memory;
 mod redis;
@@ -13,7 +14,9 @@ mod types;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
-pub use types::{ConsumeOutcome, Session, SessionId, TokenRecord, TokenStatus, UpdateOutcome};
+pub use types::{
+    ConsumeOutcome, IssueOutcome, Session, SessionId, TokenRecord, TokenStatus, UpdateOutcome,
+};
 
 use std::fmt;
 use std::future::Future;
@@ -107,6 +110,29 @@ pub trait Store: Send + Sync {
         ttl: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Records a pending token for `record.session_id`, in one round trip
+    /// where the backend can, but only if that session is live, usable by
+    /// `issuer` (it started there or joined it) and `now` (Unix seconds) is
+    /// before its absolute expiry; otherwise writes nothing and answers
+    /// [`IssueOutcome::NoSession`]. The stored record's `receiver_joined` is
+    /// set from the session (has `record.aud` joined it?), whatever the
+    /// caller passed. Never overwrites a jti, like [`Store::put_token`].
+    ///
+    /// The default reads the session, then writes the token: two round
+    /// trips, and a logout in between still gets a token recorded — which
+    /// is harmless, as redeeming it only sets a cookie naming a deleted
+    /// session.
+    fn put_token_for_session(
+        &self,
+        jti: &str,
+        record: &TokenRecord,
+        issuer: &str,
+        now: i64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<IssueOutcome, StoreError>> + Send {
+        read_then_put_token(self, jti, record, issuer, now, ttl)
+    }
+
     /// The single atomic consumption step on one key: a pending token
     /// becomes consumed and is returned as [`ConsumeOutcome::Redeemed`]; an
     /// already consumed one is [`ConsumeOutcome::Replayed`] (with the record,
@@ -145,6 +171,33 @@ pub trait Store: Send + Sync {
         let _ = (channel, message);
         async { Ok(()) }
     }
+}
+
+/// [`Store::put_token_for_session`] in two steps: read the session, then
+/// record the token.
+pub async fn read_then_put_token<S: Store + ?Sized>(
+    store: &S,
+    jti: &str,
+    record: &TokenRecord,
+    issuer: &str,
+    now: i64,
+    ttl: Duration,
+) -> Result<IssueOutcome, StoreError> {
+    let Some(session) = store
+        .get_session(&record.session_id)
+        .await?
+        .filter(|s| s.is_joined_by(issuer) && s.absolute_expires_at > now)
+    else {
+        return Ok(IssueOutcome::NoSession);
+    };
+    let record = TokenRecord {
+        receiver_joined: session.is_joined_by(&record.aud),
+        ..record.clone()
+    };
+    store.put_token(jti, &record, ttl).await?;
+    Ok(IssueOutcome::Recorded {
+        receiver_joined: record.receiver_joined,
+    })
 }
 
 /// The pub/sub channel of session events (`{"type":"logout","session_fp":…}`).
@@ -205,6 +258,16 @@ impl Store for AnyStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         dispatch!(self, s => s.put_token(jti, record, ttl))
+    }
+    async fn put_token_for_session(
+        &self,
+        jti: &str,
+        record: &TokenRecord,
+        issuer: &str,
+        now: i64,
+        ttl: Duration,
+    ) -> Result<IssueOutcome, StoreError> {
+        dispatch!(self, s => s.put_token_for_session(jti, record, issuer, now, ttl))
     }
     async fn consume_token(&self, jti: &str) -> Result<ConsumeOutcome, StoreError> {
         dispatch!(self, s => s.consume_token(jti))

@@ -11,7 +11,8 @@
 //!   while Redis is down. Strict deployments leave it off.
 
 use super::{
-    ConsumeOutcome, Session, SessionId, Store, StoreError, TokenRecord, TokenStatus, UpdateOutcome,
+    ConsumeOutcome, IssueOutcome, Session, SessionId, Store, StoreError, TokenRecord, TokenStatus,
+    UpdateOutcome,
 };
 use crate::metrics::ReasonLabels;
 use prometheus_client::metrics::counter::Counter;
@@ -246,6 +247,26 @@ impl<S: Store + Clone + 'static> Store for Resilient<S> {
     ) -> Result<(), StoreError> {
         self.timed("put_token", self.inner.put_token(jti, record, ttl))
             .await
+    }
+
+    async fn put_token_for_session(
+        &self,
+        jti: &str,
+        record: &TokenRecord,
+        issuer: &str,
+        now: i64,
+        ttl: Duration,
+    ) -> Result<IssueOutcome, StoreError> {
+        // A revocation queued here wins over what the store still holds.
+        if self.revoked_here(&record.session_id) {
+            return Ok(IssueOutcome::NoSession);
+        }
+        self.timed(
+            "put_token",
+            self.inner
+                .put_token_for_session(jti, record, issuer, now, ttl),
+        )
+        .await
     }
 
     async fn consume_token(&self, jti: &str) -> Result<ConsumeOutcome, StoreError> {

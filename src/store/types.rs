@@ -71,6 +71,20 @@ pub struct TokenRecord {
     pub aud: String,
     /// `BASE64URL(SHA-256(verifier))`.
     pub challenge: String,
+    /// The receiving site had already joined the session when the token was
+    /// issued, so redeeming it needs no session write. Set by the store in
+    /// [`super::Store::put_token_for_session`].
+    pub receiver_joined: bool,
+}
+
+/// What [`super::Store::put_token_for_session`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssueOutcome {
+    /// The token is recorded; whether the receiving site had already joined.
+    Recorded { receiver_joined: bool },
+    /// No usable session (missing, past its absolute expiry, or not the
+    /// issuing site's): nothing was written.
+    NoSession,
 }
 
 /// What [`super::Store::consume_token`] found.

@@ -29,12 +29,17 @@
 //!
 //! Security invariants, and why the code is shaped the way it is:
 //!
-//! - **One key per operation.** Every command and every Lua script touches
+//! - **One key per write.** Every command and every Lua script writes
 //!   exactly one key (`sb:s:{id}` or `sb:t:{jti}`). A script is atomic on one
 //!   server, and a single-key script is also legal on Redis Cluster (all its
 //!   keys hash to one slot), so the same code is correct on one server,
-//!   behind Sentinel and on Cluster. No read-then-write across round trips:
-//!   that would let two concurrent redemptions both see a pending token.
+//!   behind Sentinel and on Cluster. No read-then-write across round trips
+//!   on a token: that would let two concurrent redemptions both see it
+//!   pending. The one exception reads a second key: recording a token checks
+//!   its session in the same script (one round trip on one server or behind
+//!   Sentinel); on Cluster, where the two keys live in different slots, it
+//!   reads the session, then writes the token (see
+//!   [`super::Store::put_token_for_session`]).
 //! - **Token consumption is one script on one key.** Check-and-mark happens
 //!   inside Redis, so of any number of concurrent `consume_token` calls for a
 //!   jti exactly one sees the pending state; the rest see consumed (replay).
@@ -57,7 +62,8 @@
 //!   store recovers by itself once Redis (or a new master) answers.
 
 use super::{
-    ConsumeOutcome, Session, SessionId, Store, StoreError, TokenRecord, TokenStatus, UpdateOutcome,
+    ConsumeOutcome, IssueOutcome, Session, SessionId, Store, StoreError, TokenRecord, TokenStatus,
+    UpdateOutcome,
 };
 use crate::config::StoreConfig;
 use redis::aio::{
@@ -68,12 +74,17 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult, Script,
+    AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult,
     ScriptInvocation, Value,
 };
+mod codec;
+mod sentinel;
+
+use codec::*;
+use sentinel::SentinelMaster;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Each TCP connect (with the handshake) gives up after this long.
@@ -102,64 +113,6 @@ const CLUSTER_OVERALL_TIMEOUT: Duration = Duration::from_secs(2);
 const CLUSTER_RETRIES: u32 = 3;
 const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 50;
 const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 400;
-/// Upper bound for a TTL in milliseconds (about 35 000 years): keeps
-/// `now + PX` far from overflowing inside Redis.
-const MAX_TTL_MS: u64 = 1 << 50;
-
-/// Lua numbers are doubles: versions at or above this cannot be compared
-/// exactly, so the update script refuses them (fail closed).
-const MAX_EXACT_VERSION: &str = "9007199254740992"; // 2^53
-
-/// Compare-and-set of a session on its `version`.
-///
-/// KEYS[1] = `sb:s:{id}`; ARGV[1] = expected version; ARGV[2] = the new JSON;
-/// ARGV[3] = TTL in ms. Replies `{0}` missing, `{1}` saved,
-/// `{2, current_version}` conflict, `{3}` stored value unreadable.
-static UPDATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"
-local current = redis.call('GET', KEYS[1])
-if not current then
-  return {{0}}
-end
-local ok, doc = pcall(cjson.decode, current)
-if not ok or type(doc) ~= 'table' then
-  return {{3}}
-end
-local version = doc['version']
-if type(version) ~= 'number' or version < 0 or version % 1 ~= 0 or version >= {MAX_EXACT_VERSION} then
-  return {{3}}
-end
-if version ~= tonumber(ARGV[1]) then
-  return {{2, version}}
-end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return {{1}}
-"
-    ))
-});
-
-/// The single atomic consumption step of a token.
-///
-/// KEYS[1] = `sb:t:{jti}`. Missing → nil. Pending (`p…`) → rewritten to
-/// consumed (`c…`) keeping its TTL, and the OLD value is returned (its `p`
-/// tells the caller it redeemed it). Consumed (`c…`) → returned unchanged (a
-/// replay). Anything else is returned unchanged and reported as corrupt.
-static CONSUME_TOKEN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local value = redis.call('GET', KEYS[1])
-if not value then
-  return false
-end
-if string.sub(value, 1, 1) == 'p' then
-  redis.call('SET', KEYS[1], 'c' .. string.sub(value, 2), 'KEEPTTL')
-end
-return value
-",
-    )
-});
-
 /// Sessions and tokens in Redis: one server, Sentinel or Cluster. Clones
 /// share one connection (or, for Sentinel, one master lookup).
 #[derive(Clone)]
@@ -362,16 +315,7 @@ impl RedisStore {
             .map(|url| redis::Client::open(url.as_str()))
             .collect::<RedisResult<Vec<_>>>()
             .map_err(|_| StoreError::Unavailable("invalid redis sentinel urls".to_owned()))?;
-        let link = Arc::new(SentinelMaster {
-            name: master.to_owned(),
-            sentinels,
-            resolver: tokio::sync::Mutex::new(Resolver {
-                client,
-                generation: 0,
-                last_attempt: None,
-            }),
-            current: Mutex::new(None),
-        });
+        let link = Arc::new(SentinelMaster::new(master, sentinels, client));
         link.master().await?;
         SentinelMaster::watch(&link);
         Ok(Self {
@@ -432,242 +376,6 @@ async fn bounded<T>(limit: Duration, fut: impl Future<Output = T>) -> Result<T, 
     tokio::time::timeout(limit, fut)
         .await
         .map_err(|_| StoreError::Unavailable("redis timed out".to_owned()))
-}
-
-/// The master of a Sentinel set: looked up again when it stops answering,
-/// and when the sentinels name another one.
-struct SentinelMaster {
-    /// The master's name in the sentinels' configuration.
-    name: String,
-    /// The sentinels, in configured order, for the watcher's questions.
-    sentinels: Vec<redis::Client>,
-    /// One lookup at a time; the sentinel client needs `&mut` anyway.
-    resolver: tokio::sync::Mutex<Resolver>,
-    /// The connection to the master last found, if it has not failed since.
-    current: Mutex<Option<Master>>,
-}
-
-struct Resolver {
-    client: SentinelClient,
-    generation: u64,
-    last_attempt: Option<Instant>,
-}
-
-#[derive(Clone)]
-struct Master {
-    conn: MultiplexedConnection,
-    /// Where `conn` leads, as the sentinels named it.
-    addr: ConnectionAddr,
-    /// Tells this connection from a newer one, so a late failure on an old
-    /// connection never throws away a fresh one.
-    generation: u64,
-}
-
-impl SentinelMaster {
-    fn current(&self) -> Option<Master> {
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Drops the connection of `generation` (if it is still the current one),
-    /// so the next call asks the sentinels where the master is.
-    fn forget(&self, generation: u64) {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if current.as_ref().is_some_and(|m| m.generation == generation) {
-            *current = None;
-        }
-    }
-
-    /// The current master connection, looking the master up through the
-    /// sentinels (within [`RESOLVE_TIMEOUT`]) when there is none.
-    async fn master(&self) -> Result<Master, StoreError> {
-        if let Some(master) = self.current() {
-            return Ok(master);
-        }
-        bounded(RESOLVE_TIMEOUT, self.resolve()).await?
-    }
-
-    async fn resolve(&self) -> Result<Master, StoreError> {
-        let mut resolver = self.resolver.lock().await;
-        // Whoever held the lock before may have found it already.
-        if let Some(master) = self.current() {
-            return Ok(master);
-        }
-        if resolver
-            .last_attempt
-            .is_some_and(|at| at.elapsed() < RESOLVE_BACKOFF)
-        {
-            return Err(StoreError::Unavailable(
-                "redis master not known yet".to_owned(),
-            ));
-        }
-        // Recorded before trying, so an attempt cut short by the deadline counts too.
-        resolver.last_attempt = Some(Instant::now());
-        // Asks the sentinels for the master and checks its ROLE...
-        let client = resolver
-            .client
-            .async_get_client()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        // ...then connects to it.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        resolver.generation += 1;
-        let master = Master {
-            conn,
-            addr: client.get_connection_info().addr().clone(),
-            generation: resolver.generation,
-        };
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(master.clone());
-        tracing::info!(
-            generation = master.generation,
-            "redis: connected to the master named by the sentinels"
-        );
-        Ok(master)
-    }
-
-    async fn run(&self, op: Op<'_>) -> Result<Value, StoreError> {
-        let master = self.master().await?;
-        let mut conn = master.conn.clone();
-        match tokio::time::timeout(CALL_TIMEOUT, op.exec(&mut conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                if master_lost(&e) {
-                    tracing::warn!(
-                        generation = master.generation,
-                        "redis: the master failed; asking the sentinels again"
-                    );
-                    self.forget(master.generation);
-                }
-                Err(unavailable(&e))
-            }
-            Err(_) => {
-                self.forget(master.generation);
-                Err(StoreError::Unavailable("redis timed out".to_owned()))
-            }
-        }
-    }
-
-    /// Starts the watcher: every [`WATCH_INTERVAL`] it asks the sentinels
-    /// which master they name, and moves to it when it is not the one in
-    /// use. A failover without a crash (`SENTINEL FAILOVER`, a partition)
-    /// leaves the old master up and accepting writes until the sentinels
-    /// demote it, and writes it takes then are lost; the watcher bounds that
-    /// window for this node to about one interval. It ends when the store is
-    /// dropped. Without a Tokio runtime there is no watcher, and the store
-    /// only moves on errors.
-    fn watch(link: &Arc<Self>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                "redis: no runtime for the sentinel watcher; following failovers on errors only"
-            );
-            return;
-        };
-        let link = Arc::downgrade(link);
-        runtime.spawn(async move {
-            let mut connections: Vec<Option<MultiplexedConnection>> = Vec::new();
-            loop {
-                tokio::time::sleep(WATCH_INTERVAL).await;
-                let Some(link) = link.upgrade() else {
-                    return;
-                };
-                connections.resize(link.sentinels.len(), None);
-                // Bounded, so a hung sentinel cannot stall the watcher.
-                let _ = bounded(RESOLVE_TIMEOUT, link.check(&mut connections)).await;
-            }
-        });
-    }
-
-    /// One look at the sentinels (see [`Self::watch`]).
-    async fn check(&self, connections: &mut [Option<MultiplexedConnection>]) {
-        let Some((host, port)) = self.named_master(connections).await else {
-            // No sentinel answers: nothing to learn; calls fail on their own
-            // if the master is gone too.
-            return;
-        };
-        match self.current() {
-            Some(master) if addr_is(&master.addr, &host, port) => {}
-            Some(master) => {
-                tracing::warn!(
-                    generation = master.generation,
-                    "redis: the sentinels name a new master; moving to it"
-                );
-                self.forget(master.generation);
-                let _ = self.resolve().await;
-            }
-            // Lost after an error: find it now rather than on the next call.
-            None => {
-                let _ = self.resolve().await;
-            }
-        }
-    }
-
-    /// The master address the first answering sentinel (in configured
-    /// order, as the resolver asks them) names.
-    async fn named_master(
-        &self,
-        connections: &mut [Option<MultiplexedConnection>],
-    ) -> Option<(String, u16)> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        for (sentinel, cached) in self.sentinels.iter().zip(connections.iter_mut()) {
-            if cached.is_none() {
-                *cached = sentinel
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .ok();
-            }
-            let Some(conn) = cached.as_mut() else {
-                continue;
-            };
-            let reply: RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
-                .arg("get-master-addr-by-name")
-                .arg(&self.name)
-                .query_async(conn)
-                .await;
-            match reply {
-                Ok(Some(addr)) => return Some(addr),
-                Ok(None) => {}
-                Err(_) => *cached = None,
-            }
-        }
-        None
-    }
-}
-
-/// Whether `addr` is `host:port`.
-fn addr_is(addr: &ConnectionAddr, host: &str, port: u16) -> bool {
-    match addr {
-        ConnectionAddr::Tcp(h, p) => h == host && *p == port,
-        ConnectionAddr::TcpTls {
-            host: h, port: p, ..
-        } => h == host && *p == port,
-        // Not an address the sentinels hand out.
-        _ => true,
-    }
-}
-
-/// Whether an error says the connection no longer leads to a working master
-/// (so the sentinels must be asked again), rather than about the command.
-fn master_lost(err: &RedisError) -> bool {
-    err.is_io_error()
-        || err.is_unrecoverable_error()
-        || matches!(
-            err.kind(),
-            redis::ErrorKind::Server(
-                redis::ServerErrorKind::ReadOnly
-                    | redis::ServerErrorKind::MasterDown
-                    | redis::ServerErrorKind::BusyLoading
-            )
-        )
 }
 
 /// A PING reply.
@@ -805,109 +513,6 @@ fn unavailable(err: &RedisError) -> StoreError {
     StoreError::Unavailable(why.to_owned())
 }
 
-/// TTL for `PX`: whole milliseconds, at least 1 (a 0 or sub-millisecond TTL
-/// would be an error in Redis, or would round to "no expiry").
-fn px(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis())
-        .unwrap_or(u64::MAX)
-        .clamp(1, MAX_TTL_MS)
-}
-
-fn corrupt(why: &str) -> StoreError {
-    StoreError::Corrupt(why.to_owned())
-}
-
-/// Reply of `SET … NX`: OK when set, nil when the key existed.
-fn set_nx_result(reply: Value) -> Result<(), StoreError> {
-    match reply {
-        Value::Okay => Ok(()),
-        Value::SimpleString(s) if s == "OK" => Ok(()),
-        Value::Nil => Err(StoreError::AlreadyExists),
-        _ => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
-    }
-}
-
-/// A string reply (bulk, simple or verbatim) as bytes; nil as `None`.
-fn bytes_reply(reply: Value) -> Result<Option<Vec<u8>>, StoreError> {
-    match reply {
-        Value::Nil => Ok(None),
-        Value::BulkString(bytes) => Ok(Some(bytes)),
-        Value::SimpleString(s) => Ok(Some(s.into_bytes())),
-        Value::VerbatimString { text, .. } => Ok(Some(text.into_bytes())),
-        _ => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
-    }
-}
-
-fn int_reply(value: &Value) -> Option<i64> {
-    match value {
-        Value::Int(i) => Some(*i),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn decode_session(bytes: &[u8], id: &SessionId) -> Result<Session, StoreError> {
-    let session: Session =
-        serde_json::from_slice(bytes).map_err(|_| corrupt("session is not valid JSON"))?;
-    // The key is derived from the id; a record claiming another id was not written by us.
-    if &session.id != id {
-        return Err(corrupt("session id does not match its key"));
-    }
-    Ok(session)
-}
-
-/// Token value: `<state>|<aud>|<challenge>|<session id>`, state `p` (pending)
-/// or `c` (consumed). The state is the first byte so the consume script can
-/// flip it without parsing.
-fn encode_token(record: &TokenRecord) -> Result<String, StoreError> {
-    let field_ok = |s: &str| !s.is_empty() && !s.contains('|');
-    if !field_ok(&record.aud)
-        || !field_ok(&record.challenge)
-        || SessionId::parse(record.session_id.expose()).is_none()
-    {
-        return Err(corrupt("token record cannot be encoded"));
-    }
-    Ok(format!(
-        "p|{}|{}|{}",
-        record.aud,
-        record.challenge,
-        record.session_id.expose()
-    ))
-}
-
-enum TokenState {
-    Pending,
-    Consumed,
-}
-
-fn decode_token(bytes: &[u8]) -> Result<(TokenState, TokenRecord), StoreError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| corrupt("token record is not UTF-8"))?;
-    let mut parts = text.splitn(4, '|');
-    let (Some(state), Some(aud), Some(challenge), Some(sid)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(corrupt("token record is malformed"));
-    };
-    let state = match state {
-        "p" => TokenState::Pending,
-        "c" => TokenState::Consumed,
-        _ => return Err(corrupt("token record has an unknown state")),
-    };
-    let session_id = SessionId::parse(sid).ok_or_else(|| corrupt("token record is malformed"))?;
-    if aud.is_empty() || challenge.is_empty() {
-        return Err(corrupt("token record is malformed"));
-    }
-    Ok((
-        state,
-        TokenRecord {
-            session_id,
-            aud: aud.to_owned(),
-            challenge: challenge.to_owned(),
-        },
-    ))
-}
-
 impl Store for RedisStore {
     async fn create_session(&self, session: &Session, ttl: Duration) -> Result<(), StoreError> {
         let json =
@@ -1014,6 +619,41 @@ impl Store for RedisStore {
         set_nx_result(reply)
     }
 
+    async fn put_token_for_session(
+        &self,
+        jti: &str,
+        record: &TokenRecord,
+        issuer: &str,
+        now: i64,
+        ttl: Duration,
+    ) -> Result<IssueOutcome, StoreError> {
+        if let Backend::Cluster(_) = self.backend {
+            // The session and the token hash to different slots.
+            return super::read_then_put_token(self, jti, record, issuer, now, ttl).await;
+        }
+        let mut script = ISSUE_TOKEN.key(super::session_key(&record.session_id));
+        script
+            .key(super::token_key(jti))
+            .arg(record.session_id.expose())
+            .arg(issuer)
+            .arg(&record.aud)
+            .arg(now)
+            .arg(encode_token_fields(record)?)
+            .arg(px(ttl));
+        match int_reply(&self.invoke(&script).await?) {
+            Some(0) => Ok(IssueOutcome::NoSession),
+            Some(1) => Ok(IssueOutcome::Recorded {
+                receiver_joined: false,
+            }),
+            Some(2) => Ok(IssueOutcome::Recorded {
+                receiver_joined: true,
+            }),
+            Some(-1) => Err(corrupt("stored session unreadable")),
+            Some(-2) => Err(StoreError::AlreadyExists),
+            _ => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
+        }
+    }
+
     async fn peek_token(&self, jti: &str) -> Result<TokenStatus, StoreError> {
         let reply = self
             .query(redis::cmd("GET").arg(super::token_key(jti)))
@@ -1073,50 +713,6 @@ impl Store for RedisStore {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    fn record() -> TokenRecord {
-        TokenRecord {
-            session_id: SessionId::from_generated("A".repeat(43)),
-            aud: "shop".to_owned(),
-            challenge: "c_-".repeat(14) + "x",
-        }
-    }
-
-    #[test]
-    fn token_encoding_round_trips() {
-        let encoded = encode_token(&record()).unwrap();
-        assert!(encoded.starts_with("p|shop|"));
-        let (state, decoded) = decode_token(encoded.as_bytes()).unwrap();
-        assert!(matches!(state, TokenState::Pending));
-        assert_eq!(decoded, record());
-        let consumed = format!("c{}", &encoded[1..]);
-        let (state, decoded) = decode_token(consumed.as_bytes()).unwrap();
-        assert!(matches!(state, TokenState::Consumed));
-        assert_eq!(decoded, record());
-    }
-
-    #[test]
-    fn ambiguous_or_broken_tokens_are_refused() {
-        let mut bad = record();
-        bad.aud = "sh|op".to_owned();
-        assert!(matches!(encode_token(&bad), Err(StoreError::Corrupt(_))));
-        for raw in [
-            "",
-            "p",
-            "x|shop|c|",
-            "p|shop|c|short",
-            "p||c|AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        ] {
-            assert!(
-                matches!(decode_token(raw.as_bytes()), Err(StoreError::Corrupt(_))),
-                "{raw}"
-            );
-        }
-        assert!(matches!(
-            decode_token(&[0xff, b'|']),
-            Err(StoreError::Corrupt(_))
-        ));
-    }
 
     #[test]
     fn cluster_slots_are_read_per_range() {
@@ -1238,29 +834,5 @@ mod tests {
                 .unwrap_err()
                 .contains("entry 2")
         );
-    }
-
-    #[test]
-    fn lost_masters_are_told_from_command_errors() {
-        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-        assert!(master_lost(&io));
-        let readonly = RedisError::from((
-            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-            "READONLY",
-        ));
-        assert!(master_lost(&readonly));
-        let wrong_type = RedisError::from((
-            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
-            "WRONGTYPE",
-        ));
-        assert!(!master_lost(&wrong_type));
-    }
-
-    #[test]
-    fn ttl_is_at_least_one_millisecond() {
-        assert_eq!(px(Duration::ZERO), 1);
-        assert_eq!(px(Duration::from_micros(10)), 1);
-        assert_eq!(px(Duration::from_secs(30)), 30_000);
-        assert_eq!(px(Duration::MAX), MAX_TTL_MS);
     }
 }
