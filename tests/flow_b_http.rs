@@ -1405,7 +1405,7 @@ async fn session_reads_slide_the_idle_timeout(backend: Backend) {
                 .await
                 .unwrap();
             let stored: serde_json::Value = serde_json::from_str(&raw).unwrap();
-            assert_eq!(stored["version"], 1, "{stored}");
+            assert_eq!(stored["v"], 1, "{stored}");
             // A read of a session whose key has expired is no session.
             let _: i64 = ::redis::cmd("PEXPIRE")
                 .arg(format!("sb:s:{unread}"))

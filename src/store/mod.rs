@@ -7,6 +7,7 @@
 //! unchanged on Redis Cluster; the one operation that reads a second key
 //! (recording a token for a session) reads then writes on a Cluster.
 
+pub mod encoding;
 mod memory;
 mod redis;
 pub mod resilient;

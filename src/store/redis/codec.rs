@@ -1,7 +1,7 @@
 //! What the Redis backend stores and runs: the Lua scripts, the token
 //! record's encoding, and the reading of replies.
 
-use super::super::{Session, SessionId, StoreError, TokenRecord};
+use super::super::{SessionId, StoreError, TokenRecord};
 use redis::{Script, Value};
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -30,7 +30,8 @@ local ok, doc = pcall(cjson.decode, current)
 if not ok or type(doc) ~= 'table' then
   return {{3}}
 end
-local version = doc['version']
+-- `v`, or `version` in records written before the compact form.
+local version = doc['v'] or doc['version']
 if type(version) ~= 'number' or version < 0 or version % 1 ~= 0 or version >= {MAX_EXACT_VERSION} then
   return {{3}}
 end
@@ -87,15 +88,16 @@ local ok, session = pcall(cjson.decode, raw)
 if not ok or type(session) ~= 'table' or session['id'] ~= ARGV[1] then
   return -1
 end
-local expires = session['absolute_expires_at']
+-- The compact names, or the long ones of records written before them.
+local expires = session['x'] or session['absolute_expires_at']
 if type(expires) ~= 'number' or expires <= tonumber(ARGV[4]) then
   return 0
 end
 local function has_joined(site)
-  if session['origin_site'] == site then
+  if (session['o'] or session['origin_site']) == site then
     return true
   end
-  local sites = session['joined_sites']
+  local sites = session['j'] or session['joined_sites']
   if type(sites) ~= 'table' then
     return false
   end
@@ -162,16 +164,6 @@ pub(super) fn int_reply(value: &Value) -> Option<i64> {
         Value::SimpleString(s) => s.parse().ok(),
         _ => None,
     }
-}
-
-pub(super) fn decode_session(bytes: &[u8], id: &SessionId) -> Result<Session, StoreError> {
-    let session: Session =
-        serde_json::from_slice(bytes).map_err(|_| corrupt("session is not valid JSON"))?;
-    // The key is derived from the id; a record claiming another id was not written by us.
-    if &session.id != id {
-        return Err(corrupt("session id does not match its key"));
-    }
-    Ok(session)
 }
 
 /// Token value: `<state>|<aud>|<challenge>|<session id>|<joined>`, state `p`

@@ -515,8 +515,7 @@ fn unavailable(err: &RedisError) -> StoreError {
 
 impl Store for RedisStore {
     async fn create_session(&self, session: &Session, ttl: Duration) -> Result<(), StoreError> {
-        let json =
-            serde_json::to_string(session).map_err(|_| corrupt("session cannot be encoded"))?;
+        let json = super::encoding::encode_session(session)?;
         // NX: never overwrite an existing session (see the module notes).
         let reply = self
             .query(
@@ -537,7 +536,7 @@ impl Store for RedisStore {
             .await?;
         match bytes_reply(reply)? {
             None => Ok(None),
-            Some(bytes) => decode_session(&bytes, id).map(Some),
+            Some(bytes) => super::encoding::decode_session(&bytes, id).map(Some),
         }
     }
 
@@ -547,8 +546,7 @@ impl Store for RedisStore {
         expected_version: u64,
         ttl: Duration,
     ) -> Result<UpdateOutcome, StoreError> {
-        let json =
-            serde_json::to_string(session).map_err(|_| corrupt("session cannot be encoded"))?;
+        let json = super::encoding::encode_session(session)?;
         // One script on one key: the version check and the write are atomic.
         let mut script = UPDATE_SESSION.key(super::session_key(&session.id));
         script

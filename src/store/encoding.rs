@@ -1,0 +1,158 @@
+//! How a session is written down in a store: compact JSON with one-letter
+//! field names. A session is the store's biggest record and there is one
+//! per visitor, so every byte counts (Redis rounds a value up to its
+//! allocator's next size class: 250 bytes of JSON cost 320).
+//!
+//! | field | name | field | name |
+//! |---|---|---|---|
+//! | `id` | `id` | `absolute_expires_at` | `x` |
+//! | `user_id` | `u` | `origin_site` | `o` |
+//! | `auth_ref` | `a` | `joined_sites` | `j` |
+//! | `created_at` | `c` | `data` | `d` |
+//! | `last_seen` | `l` | `version` | `v` |
+//!
+//! Records written with the long names (as [`Session`]'s own serde form,
+//! used by earlier releases) are still read. The Redis scripts that look
+//! inside a session (`version`; `id`, `x`, `o`, `j`) know both.
+
+use super::{Session, SessionId, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Serialize)]
+struct Write<'a> {
+    id: &'a SessionId,
+    #[serde(rename = "u", skip_serializing_if = "Option::is_none")]
+    user_id: &'a Option<String>,
+    #[serde(rename = "a", skip_serializing_if = "Option::is_none")]
+    auth_ref: &'a Option<String>,
+    #[serde(rename = "c")]
+    created_at: i64,
+    #[serde(rename = "l")]
+    last_seen: i64,
+    #[serde(rename = "x")]
+    absolute_expires_at: i64,
+    #[serde(rename = "o")]
+    origin_site: &'a str,
+    #[serde(rename = "j")]
+    joined_sites: &'a [String],
+    #[serde(rename = "d")]
+    data: &'a Map<String, Value>,
+    #[serde(rename = "v")]
+    version: u64,
+}
+
+#[derive(Deserialize)]
+struct Read {
+    id: SessionId,
+    #[serde(default, rename = "u", alias = "user_id")]
+    user_id: Option<String>,
+    #[serde(default, rename = "a", alias = "auth_ref")]
+    auth_ref: Option<String>,
+    #[serde(rename = "c", alias = "created_at")]
+    created_at: i64,
+    #[serde(rename = "l", alias = "last_seen")]
+    last_seen: i64,
+    #[serde(rename = "x", alias = "absolute_expires_at")]
+    absolute_expires_at: i64,
+    #[serde(rename = "o", alias = "origin_site")]
+    origin_site: String,
+    #[serde(rename = "j", alias = "joined_sites")]
+    joined_sites: Vec<String>,
+    #[serde(rename = "d", alias = "data")]
+    data: Map<String, Value>,
+    #[serde(rename = "v", alias = "version")]
+    version: u64,
+}
+
+/// The stored form of `session`.
+pub fn encode_session(session: &Session) -> Result<String, StoreError> {
+    serde_json::to_string(&Write {
+        id: &session.id,
+        user_id: &session.user_id,
+        auth_ref: &session.auth_ref,
+        created_at: session.created_at,
+        last_seen: session.last_seen,
+        absolute_expires_at: session.absolute_expires_at,
+        origin_site: &session.origin_site,
+        joined_sites: &session.joined_sites,
+        data: &session.data,
+        version: session.version,
+    })
+    .map_err(|_| StoreError::Corrupt("session cannot be encoded".to_owned()))
+}
+
+/// Reads a stored session kept under `id`'s key.
+pub fn decode_session(bytes: &[u8], id: &SessionId) -> Result<Session, StoreError> {
+    let corrupt = |why: &str| StoreError::Corrupt(why.to_owned());
+    let read: Read =
+        serde_json::from_slice(bytes).map_err(|_| corrupt("session is not valid JSON"))?;
+    // The key is derived from the id; a record claiming another id was not written by us.
+    if &read.id != id {
+        return Err(corrupt("session id does not match its key"));
+    }
+    Ok(Session {
+        id: read.id,
+        user_id: read.user_id,
+        auth_ref: read.auth_ref,
+        created_at: read.created_at,
+        last_seen: read.last_seen,
+        absolute_expires_at: read.absolute_expires_at,
+        origin_site: read.origin_site,
+        joined_sites: read.joined_sites,
+        data: read.data,
+        version: read.version,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session {
+            id: SessionId::from_generated("A".repeat(43)),
+            user_id: Some("ada".to_owned()),
+            auth_ref: None,
+            created_at: 1_800_000_000,
+            last_seen: 1_800_000_060,
+            absolute_expires_at: 1_800_043_200,
+            origin_site: "account".to_owned(),
+            joined_sites: vec!["account".to_owned(), "shop".to_owned()],
+            data: serde_json::json!({"cart": [], "n": 12345678901234567u64, "f": 0.1})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            version: 7,
+        }
+    }
+
+    #[test]
+    fn round_trips_exactly_and_compactly() {
+        let encoded = encode_session(&session()).unwrap();
+        assert!(encoded.contains("\"x\":1800043200"), "{encoded}");
+        assert!(!encoded.contains("absolute_expires_at"));
+        assert!(!encoded.contains("\"a\""), "absent fields are left out");
+        let id = session().id;
+        assert_eq!(decode_session(encoded.as_bytes(), &id).unwrap(), session());
+    }
+
+    #[test]
+    fn reads_the_long_names_of_earlier_records() {
+        let long = serde_json::to_string(&session()).unwrap();
+        assert!(long.contains("absolute_expires_at"));
+        let id = session().id;
+        assert_eq!(decode_session(long.as_bytes(), &id).unwrap(), session());
+    }
+
+    #[test]
+    fn refuses_a_record_under_another_id() {
+        let encoded = encode_session(&session()).unwrap();
+        let other = SessionId::from_generated("B".repeat(43));
+        assert!(matches!(
+            decode_session(encoded.as_bytes(), &other),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}
