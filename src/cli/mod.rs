@@ -47,7 +47,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
-    /// Drive complete flow-A hand-offs against running bridges and report.
+    /// Drive hand-offs (flow A or B) or session reads against running
+    /// bridges, or the reference apps of benches/, and report.
     Bench(BenchArgs),
     /// The audit trail: verify, export, tail, fingerprint.
     Audit {
@@ -68,7 +69,12 @@ enum Command {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// A bridge node's address (repeat for several nodes sharing a Redis).
+    /// What each virtual browser does: flow-a (start, issue, accept),
+    /// flow-b (frame, exchange), session-read, floor (against
+    /// benches/floor.rs), peer-read (against benches/peer_session.rs).
+    #[arg(long, default_value = "flow-a", value_parser = crate::loadgen::Scenario::parse)]
+    scenario: crate::loadgen::Scenario,
+    /// A server node's address (repeat for several bridge nodes sharing a Redis).
     #[arg(long, required = true)]
     connect: Vec<std::net::SocketAddr>,
     /// The issuing site's origin (sent as `Host`).
@@ -80,8 +86,15 @@ struct BenchArgs {
     /// The receiving site's origin.
     #[arg(long, default_value = "http://shop.localhost:8080")]
     to: String,
-    /// A key of `[api] keys` (to make one session per virtual browser).
-    #[arg(long, env = "SESSION_BRIDGE_API_KEY")]
+    /// A key of `[api] keys` (to make one session per virtual browser);
+    /// not needed for floor and peer-read.
+    #[arg(
+        long,
+        env = "SESSION_BRIDGE_API_KEY",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
     api_key: String,
     /// Virtual browsers.
     #[arg(long, short = 'c', default_value_t = 64)]
@@ -89,15 +102,18 @@ struct BenchArgs {
     /// Run this long (e.g. 10s).
     #[arg(long, value_parser = crate::config::Seconds::parse)]
     duration: Option<crate::config::Seconds>,
-    /// Or this many hand-offs.
+    /// Or this many iterations.
     #[arg(long)]
     count: Option<u64>,
-    /// Start this many hand-offs per second, paced.
+    /// Start this many iterations per second, paced.
     #[arg(long)]
     rate: Option<f64>,
     /// Client threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Print the report as one JSON object (latencies in ms).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -300,6 +316,7 @@ fn generate_key(args: KeyArgs) -> ExitCode {
 
 fn bench(args: BenchArgs) -> ExitCode {
     let options = crate::loadgen::LoadOptions {
+        scenario: args.scenario,
         connect: args.connect,
         from: args.from,
         from_site: args.from_site,
@@ -314,7 +331,15 @@ fn bench(args: BenchArgs) -> ExitCode {
     };
     match crate::loadgen::run(options) {
         Ok(report) => {
-            print!("{}", report.render());
+            if args.json {
+                // Notes also go to stderr, where a person running a script sees them.
+                for note in &report.notes {
+                    eprintln!("note: {note}");
+                }
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render());
+            }
             if report.failed() {
                 ExitCode::from(1)
             } else {

@@ -1,16 +1,31 @@
-//! `session-bridge bench`: drives complete flow-A hand-offs against running
-//! bridges, like many browsers at once, and reports throughput, latency per
-//! step and errors by code.
+//! `session-bridge bench`: drives complete hand-offs (or session reads)
+//! against running servers, like many browsers at once, and reports
+//! throughput, latency per step and errors by code.
 //!
 //! Each virtual browser has its own session and cookies and keeps its
-//! connections alive. A hand-off is the three requests of flow A: `start` on
-//! the receiving site, `issue` on the issuing site, `accept` on the receiving
-//! site. With several nodes (sharing one Redis), a token issued on node `i`
-//! is redeemed on node `i + 1`. With `rate`, hand-offs start on a fixed
+//! connections alive. What one iteration is depends on the [`Scenario`]:
+//! flow A (`start` on the receiving site, `issue` on the issuing site,
+//! `accept` on the receiving site), flow B (`frame` on the issuing site,
+//! `exchange` on the receiving site), a session read, or the same against
+//! the reference apps of `benches/` (the floor, and actix-session). With
+//! several nodes (sharing one Redis), a token issued on node `i` is
+//! redeemed on node `i + 1`. With `rate`, iterations start on a fixed
 //! schedule (paced, not closed-loop) and latency counts from the scheduled
-//! start, so a slow server cannot hide its queueing (no coordinated omission).
+//! start, so a slow server cannot hide its queueing (no coordinated
+//! omission).
+//!
+//! For the flows, the run ends with the double-redemption check of
+//! [`redemptions`].
 
 mod client;
+mod http;
+pub mod redemptions;
+mod report;
+mod scenario;
+mod steps;
+
+pub use report::LoadReport;
+pub use scenario::{MAX_STEPS, Scenario};
 
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -22,7 +37,8 @@ use std::time::{Duration, Instant};
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Bridge nodes' TCP addresses.
+    pub scenario: Scenario,
+    /// Server nodes' TCP addresses.
     pub connect: Vec<SocketAddr>,
     /// Issuing site's origin (its `Host`), e.g. `http://account.localhost:8080`.
     pub from: String,
@@ -35,27 +51,47 @@ pub struct LoadOptions {
     pub concurrency: usize,
     /// Stop after this long…
     pub duration: Option<Duration>,
-    /// …or after this many hand-offs.
+    /// …or after this many iterations.
     pub count: Option<u64>,
-    /// Hand-offs per second to start, paced; `None`: as fast as answered.
+    /// Iterations per second to start, paced; `None`: as fast as answered.
     pub rate: Option<f64>,
     /// Client threads.
     pub threads: usize,
     pub progress: bool,
 }
 
-/// Latencies in microseconds.
+impl Default for LoadOptions {
+    /// Flow A against the demo on its default port.
+    fn default() -> Self {
+        Self {
+            scenario: Scenario::FlowA,
+            connect: Vec::new(),
+            from: "http://account.localhost:8080".to_owned(),
+            from_site: "account".to_owned(),
+            to: "http://shop.localhost:8080".to_owned(),
+            api_key: String::new(),
+            concurrency: 64,
+            duration: None,
+            count: None,
+            rate: None,
+            threads: 1,
+            progress: false,
+        }
+    }
+}
+
+/// Latencies in microseconds, one histogram per step of the scenario.
 pub struct Latencies {
-    pub steps: [Histogram<u64>; 3],
+    pub steps: Vec<Histogram<u64>>,
     pub total: Histogram<u64>,
 }
 
 impl Latencies {
-    fn new() -> Result<Self, String> {
+    fn new(steps: usize) -> Result<Self, String> {
         // 1 µs to 60 s at 3 significant figures: valid bounds, cannot fail.
         let make = || Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string());
         Ok(Self {
-            steps: [make()?, make()?, make()?],
+            steps: (0..steps).map(|_| make()).collect::<Result<_, _>>()?,
             total: make()?,
         })
     }
@@ -65,61 +101,6 @@ impl Latencies {
             let _ = mine.add(theirs);
         }
         let _ = self.total.add(&other.total);
-    }
-}
-
-/// The outcome of a run.
-pub struct LoadReport {
-    pub handoffs: u64,
-    pub elapsed: Duration,
-    pub latencies: Latencies,
-    /// Error code (or `http_<status>`, `connect`) → count.
-    pub errors: BTreeMap<String, u64>,
-}
-
-impl LoadReport {
-    pub fn per_second(&self) -> f64 {
-        self.handoffs as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    /// Human-readable summary.
-    pub fn render(&self) -> String {
-        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        let row = |name: &str, h: &Histogram<u64>| {
-            format!(
-                "  {name:<8} p50 {:>8.3} ms  p90 {:>8.3} ms  p99 {:>8.3} ms  max {:>8.3} ms\n",
-                ms(h, 0.5),
-                ms(h, 0.9),
-                ms(h, 0.99),
-                h.max() as f64 / 1000.0
-            )
-        };
-        let mut out = format!(
-            "{} hand-offs in {:.2} s: {:.0} hand-offs/s\n",
-            self.handoffs,
-            self.elapsed.as_secs_f64(),
-            self.per_second()
-        );
-        for (name, h) in ["start", "issue", "accept"]
-            .iter()
-            .zip(&self.latencies.steps)
-        {
-            out.push_str(&row(name, h));
-        }
-        out.push_str(&row("hand-off", &self.latencies.total));
-        if self.errors.is_empty() {
-            out.push_str("errors: none\n");
-        } else {
-            for (code, count) in &self.errors {
-                out.push_str(&format!("error {code}: {count}\n"));
-            }
-        }
-        out
-    }
-
-    /// Any error fails the run (a token refused as replayed is an error too).
-    pub fn failed(&self) -> bool {
-        !self.errors.is_empty()
     }
 }
 
@@ -157,6 +138,15 @@ impl Shared {
     }
 }
 
+/// What the client threads bring back, summed.
+struct Totals {
+    handoffs: u64,
+    elapsed: Duration,
+    latencies: Latencies,
+    errors: BTreeMap<String, u64>,
+    uncertain_redemptions: u64,
+}
+
 /// Runs the load and reports.
 pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
     if options.connect.is_empty() {
@@ -165,6 +155,52 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
     if options.duration.is_none() && options.count.is_none() {
         return Err("give --duration or --count".to_owned());
     }
+    if options.scenario.uses_bridge_api() && options.api_key.is_empty() {
+        return Err(format!(
+            "{} needs --api-key (a key of the bridge's [api] keys)",
+            options.scenario
+        ));
+    }
+    let scenario = options.scenario;
+    let metrics_host = client::authority(&options.from)?;
+    // The bridges' redemption count before the run; unreadable only skips
+    // the check (a node may not expose /metrics to this client).
+    let before = scenario
+        .redeems_on_bridge()
+        .then(|| redemptions::scrape(&options.connect, &metrics_host));
+    let totals = drive(options.clone())?;
+    let mut report = LoadReport {
+        scenario,
+        handoffs: totals.handoffs,
+        elapsed: totals.elapsed,
+        latencies: totals.latencies,
+        errors: totals.errors,
+        uncertain_redemptions: totals.uncertain_redemptions,
+        notes: Vec::new(),
+    };
+    if let Some(before) = before {
+        let after = redemptions::scrape(&options.connect, &metrics_host);
+        match (before, after) {
+            (Ok(before), Ok(after)) => {
+                let excess = redemptions::excess_redemptions(
+                    after.saturating_sub(before),
+                    report.handoffs,
+                    report.uncertain_redemptions,
+                );
+                if excess > 0 {
+                    report.errors.insert("double_redemption".to_owned(), excess);
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => report.notes.push(format!(
+                "cannot read /metrics ({e}); the double-redemption check was skipped"
+            )),
+        }
+    }
+    Ok(report)
+}
+
+/// Starts the client threads, waits for them, and sums what they saw.
+fn drive(options: LoadOptions) -> Result<Totals, String> {
     let threads = options.threads.clamp(1, options.concurrency.max(1));
     let shared = Arc::new(Shared {
         options: options.clone(),
@@ -183,6 +219,7 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
             actix_web::rt::System::new().block_on(client::run_thread(shared, thread, browsers))
         }));
     }
+    let (plural, _) = options.scenario.unit();
     while handles.iter().any(|h| !h.is_finished()) {
         if let Some(bar) = &progress {
             let done = shared.done.load(Ordering::Relaxed);
@@ -190,7 +227,7 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
                 Some(_) => bar.set_position(done),
                 None => bar.set_position(shared.started.elapsed().as_secs()),
             }
-            bar.set_message(format!("{done} hand-offs"));
+            bar.set_message(format!("{done} {plural}"));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -198,25 +235,25 @@ pub fn run(options: LoadOptions) -> Result<LoadReport, String> {
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let mut latencies = Latencies::new()?;
-    let mut errors = BTreeMap::new();
-    let mut handoffs = 0;
+    let mut totals = Totals {
+        handoffs: 0,
+        elapsed,
+        latencies: Latencies::new(options.scenario.steps().len())?,
+        errors: BTreeMap::new(),
+        uncertain_redemptions: 0,
+    };
     for handle in handles {
         let outcome = handle
             .join()
             .map_err(|_| "a client thread panicked".to_owned())??;
-        latencies.add(&outcome.latencies);
-        handoffs += outcome.handoffs;
+        totals.latencies.add(&outcome.latencies);
+        totals.handoffs += outcome.handoffs;
+        totals.uncertain_redemptions += outcome.uncertain_redemptions;
         for (code, count) in outcome.errors {
-            *errors.entry(code).or_insert(0) += count;
+            *totals.errors.entry(code).or_insert(0) += count;
         }
     }
-    Ok(LoadReport {
-        handoffs,
-        elapsed,
-        latencies,
-        errors,
-    })
+    Ok(totals)
 }
 
 fn progress_bar(options: &LoadOptions) -> indicatif::ProgressBar {
