@@ -184,6 +184,8 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
         }
         Err(e) => return Err(e),
     };
+    let limits =
+        crate::http::limits::Limits::from_config(&config.server).map_err(StartError::Settings)?;
     let sessions = SessionPolicy {
         idle_secs: i64::try_from(config.sessions.idle_timeout.get()).unwrap_or(i64::MAX),
         absolute_secs: i64::try_from(config.sessions.absolute_timeout.get()).unwrap_or(i64::MAX),
@@ -221,6 +223,7 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
                 .filter(|p| !p.as_os_str().is_empty()),
             metrics,
             trusted_proxies,
+            limits,
         },
         generated_api_key,
         generated_admin_token,

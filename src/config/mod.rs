@@ -6,10 +6,12 @@
 mod demo;
 mod duration;
 mod secret;
+mod server;
 
 pub use demo::{demo_config, demo_config_with_scheme};
 pub use duration::Seconds;
 pub use secret::{SecretError, resolve_secret};
+pub use server::ServerConfig;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -37,33 +39,6 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    /// Worker threads; 0 means one per core.
-    #[serde(default)]
-    pub workers: usize,
-    /// IP addresses of reverse proxies whose `X-Forwarded-For` is believed.
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_listen(),
-            workers: 0,
-            trusted_proxies: Vec::new(),
-        }
-    }
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:8080".to_owned()
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 
 use super::AppState;
 use super::error::HttpError;
+use super::limits::{API_BODY_LIMIT, MAX_DATA_DEPTH, json_too_deep};
 use super::request;
 use crate::audit::{AuditEvent, EventKind};
 use crate::flows::binding::secrets_equal_bytes;
@@ -13,9 +14,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-/// Largest JSON body the API reads.
-pub const API_BODY_LIMIT: usize = 64 * 1024;
 
 /// Checks `Authorization: Bearer <key>` against every configured key.
 /// SHA-256 digests are compared in constant time, so neither the content
@@ -115,6 +113,10 @@ pub async fn create_session(
         ));
     }
     let body = request::read_body(payload, API_BODY_LIMIT, &req).await?;
+    // `data` sits one level inside the body.
+    if json_too_deep(&body, MAX_DATA_DEPTH + 1) {
+        return Err(HttpError::json_too_deep(MAX_DATA_DEPTH + 1, &req));
+    }
     let body: CreateSession = serde_json::from_slice(&body).map_err(|e| {
         HttpError::bad_request(
             "invalid_json",

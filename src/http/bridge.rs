@@ -12,9 +12,6 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
-/// Largest form body `/bridge/accept` reads.
-pub const ACCEPT_BODY_LIMIT: usize = 8 * 1024;
-
 #[derive(Template)]
 #[template(path = "form_post.html")]
 struct FormPostPage<'a> {
@@ -168,7 +165,7 @@ pub async fn accept_post(
             &req,
         ));
     }
-    let body = request::read_body(payload, ACCEPT_BODY_LIMIT, &req).await?;
+    let body = request::read_body(payload, super::limits::FORM_BODY_LIMIT, &req).await?;
     let params = Params::parse(&body, &req)?;
     let token = params.require("token", &req)?.to_owned();
     accept(req, state, token).await

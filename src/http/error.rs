@@ -5,6 +5,8 @@
 use crate::flows::FlowError;
 use crate::sessions::SessionError;
 use crate::store::StoreError;
+use actix_web::body::BoxBody;
+use actix_web::dev::ServiceResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
@@ -86,6 +88,72 @@ impl HttpError {
         )
     }
 
+    /// The request target is longer than `[server] max_uri_bytes`.
+    pub fn uri_too_long(limit: usize, req: &HttpRequest) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is longer than {limit} bytes"),
+            req,
+        )
+    }
+
+    /// The header section is larger than `[server] max_header_bytes`.
+    pub fn headers_too_large(limit: usize, req: &HttpRequest) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request headers are larger than {limit} bytes"),
+            req,
+        )
+    }
+
+    /// The body is larger than the endpoint reads.
+    pub fn payload_too_large(limit: usize, req: &HttpRequest) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+            req,
+        )
+    }
+
+    /// The body did not arrive within `[server] body_timeout`.
+    pub fn body_timeout(req: &HttpRequest) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+            req,
+        )
+    }
+
+    /// JSON nested deeper than the endpoint accepts.
+    pub fn json_too_deep(limit: usize, req: &HttpRequest) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "json_too_deep",
+            format!("the JSON body nests arrays and objects deeper than {limit} levels"),
+            req,
+        )
+    }
+
+    /// A parameter given more than once (in one place, or in two).
+    pub fn duplicate_parameter(name: &str, req: &HttpRequest) -> Self {
+        // The name is the client's text: repeat it only when it looks like
+        // a parameter name, never an arbitrary (possibly secret) string.
+        let plain = name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let detail = if plain {
+            format!("the parameter `{name}` is given more than once")
+        } else {
+            "a parameter is given more than once".to_owned()
+        };
+        Self::bad_request("duplicate_parameter", detail, req)
+    }
+
     pub fn store(e: &StoreError, req: &HttpRequest) -> Self {
         Self::session(&SessionError::Store(e.clone()), req)
     }
@@ -165,6 +233,78 @@ impl ResponseError for HttpError {
 }
 
 impl HttpError {
+    /// Gives a refusal the framework made itself (a resource's `405`, an
+    /// extractor's or `actix-cors`' error) this type's answer: a stable code,
+    /// problem+json or the HTML page. Status and headers (`Allow`, `Vary`,
+    /// CORS) are kept; the framework's own body and content type are not.
+    /// Answers that already carry a code, successes, and deliberate
+    /// non-error answers (a `412` problem, `readyz`'s `503`) pass unchanged.
+    pub fn shape_framework_refusal(response: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+        let status = response.status();
+        let refusal = status.is_client_error() || status.is_server_error();
+        let coded = response
+            .response()
+            .extensions()
+            .get::<super::observe::ErrorCode>()
+            .is_some();
+        let from_framework =
+            response.response().error().is_some() || status == StatusCode::METHOD_NOT_ALLOWED;
+        if !refusal || coded || !from_framework {
+            return response;
+        }
+        let cors = response
+            .response()
+            .error()
+            .and_then(|e| e.as_error::<actix_cors::CorsError>())
+            .is_some();
+        let allow = response
+            .headers()
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let (code, detail) = match status {
+            _ if cors => (
+                "cors_refused",
+                "this origin, method or header is not allowed here".to_owned(),
+            ),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                format!("this endpoint answers only: {allow}"),
+            ),
+            StatusCode::NOT_FOUND => ("not_found", "there is nothing here".to_owned()),
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "payload_too_large",
+                "the request body is too large".to_owned(),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "the request body has the wrong type".to_owned(),
+            ),
+            s if s.is_server_error() => {
+                if let Some(e) = response.response().error() {
+                    tracing::error!(error = %e, "request failed in the framework");
+                }
+                (
+                    "internal_error",
+                    "the bridge could not complete this request".to_owned(),
+                )
+            }
+            _ => (
+                "invalid_request",
+                "the request could not be read".to_owned(),
+            ),
+        };
+        let (req, old) = response.into_parts();
+        let mut shaped = ResponseError::error_response(&Self::new(status, code, detail, &req));
+        for (name, value) in old.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                shaped.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        ServiceResponse::new(req, shaped)
+    }
+
     fn build_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
         if self.status == StatusCode::SERVICE_UNAVAILABLE {

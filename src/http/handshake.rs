@@ -18,9 +18,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-/// Largest `/bridge/exchange` body.
-pub const EXCHANGE_BODY_LIMIT: usize = 8 * 1024;
-
 #[derive(Template)]
 #[template(path = "frame.html")]
 struct FramePage<'a> {
@@ -153,7 +150,7 @@ pub async fn exchange(
         );
         return Err(reject_exchange(&req, &state, &site, error));
     }
-    let body = request::read_body(payload, EXCHANGE_BODY_LIMIT, &req).await?;
+    let body = request::read_body(payload, super::limits::JSON_BODY_LIMIT, &req).await?;
     let body: ExchangeBody = serde_json::from_slice(&body).map_err(|_| {
         HttpError::bad_request(
             "invalid_json",
@@ -189,19 +186,22 @@ pub async fn exchange(
         )
         .await
         .map_err(|e| HttpError::flow(&e, &req))?;
-    let session = bridge
-        .store
-        .get_session(&accepted.session_id)
-        .await
-        .map_err(|e| HttpError::store(&e, &req))?
-        .ok_or_else(|| {
-            HttpError::new(
-                StatusCode::NOT_FOUND,
-                "session_not_found",
-                "the session is gone",
-                &req,
-            )
-        })?;
+    let session = match accepted.session.clone() {
+        Some(session) => Some(session),
+        None => bridge
+            .store
+            .get_session(&accepted.session_id)
+            .await
+            .map_err(|e| HttpError::store(&e, &req))?,
+    };
+    let session = session.ok_or_else(|| {
+        HttpError::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            "the session is gone",
+            &req,
+        )
+    })?;
     let header_delivery = site.delivery == Delivery::Header;
     let mut response = HttpResponse::Ok();
     if !header_delivery {

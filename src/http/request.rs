@@ -7,7 +7,6 @@ use crate::flows::ResponseMode;
 use crate::store::SessionId;
 use crate::topology::{Origin, SameSite, Site, Topology};
 use actix_web::cookie::{Cookie, SameSite as CookieSameSite, time::Duration as CookieDuration};
-use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
 use std::collections::HashMap;
@@ -48,11 +47,7 @@ impl Params {
                 .insert(name.clone().into_owned(), value.into_owned())
                 .is_some()
             {
-                return Err(HttpError::bad_request(
-                    "duplicate_parameter",
-                    format!("the parameter `{name}` is given more than once"),
-                    req,
-                ));
+                return Err(HttpError::duplicate_parameter(&name, req));
             }
         }
         Ok(Self(map))
@@ -190,26 +185,54 @@ pub fn has_content_type(req: &HttpRequest, essence: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(essence))
 }
 
-/// Reads a request body of at most `limit` bytes; more is refused with 413.
+/// Reads a request body of at most `limit` bytes; more is refused with
+/// `413`. The whole body must arrive within `[server] body_timeout`, else
+/// `408`: a client trickling bytes would otherwise hold a worker's
+/// connection for as long as it likes.
 pub async fn read_body(
     payload: web::Payload,
     limit: usize,
     req: &HttpRequest,
 ) -> Result<web::Bytes, HttpError> {
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(HttpError::bad_request(
+    let timeout = req
+        .app_data::<web::Data<super::AppState>>()
+        .map(|state| state.limits.body_timeout)
+        .unwrap_or_else(|| super::limits::Limits::default().body_timeout);
+    match tokio::time::timeout(timeout, payload.to_bytes_limited(limit)).await {
+        Ok(Ok(Ok(bytes))) => Ok(bytes),
+        Ok(Ok(Err(_))) => Err(HttpError::bad_request(
             "invalid_request",
             "the request body could not be read",
             req,
         )),
-        Err(_) => Err(HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is larger than {limit} bytes"),
-            req,
-        )),
+        Ok(Err(_)) => Err(HttpError::payload_too_large(limit, req)),
+        Err(_) => Err(HttpError::body_timeout(req)),
     }
+}
+
+/// Whether the request came over HTTPS: a TLS listener, or a trusted
+/// proxy's `X-Forwarded-Proto`. Only the last value counts (the one the
+/// proxy next to the bridge wrote); anything else, or the header from any
+/// other peer, means plain HTTP.
+pub fn is_https(req: &HttpRequest) -> bool {
+    if req.app_config().secure() {
+        return true;
+    }
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+        return false;
+    };
+    let trusted = req
+        .app_data::<web::Data<super::AppState>>()
+        .is_some_and(|state| state.trusted_proxies.contains(&peer));
+    if !trusted {
+        return false;
+    }
+    req.headers()
+        .get_all("x-forwarded-proto")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 /// Whether a state-changing request comes from the site's own pages.

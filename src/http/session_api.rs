@@ -5,32 +5,25 @@
 //! `POST /bridge/heartbeat`, `POST /bridge/logout`. Service endpoints behind
 //! bearer keys: `GET|PATCH|DELETE /api/v1/sessions/{id}` (`POST
 //! /api/v1/sessions` is in [`super::api`]).
-//!
-//! CORS: the allowed origins depend on the site, and the site on the
-//! request's `Host`, so the list is looked up per request. Only an exact,
-//! configured origin is reflected (with credentials and `Vary: Origin`);
-//! there is no `*`, and `null` can never be configured (see `Origin::parse`).
+//! Their CORS is in [`super::cors`].
 
 use super::AppState;
-use super::api::{API_BODY_LIMIT, authorize};
+use super::api::authorize;
+use super::cors::{check_caller, cors, vary_origin};
 use super::error::HttpError;
 use super::handshake::presented_session;
+use super::limits::{API_BODY_LIMIT, MAX_DATA_DEPTH, json_too_deep};
 use super::request;
 use crate::sessions::PatchOutcome;
 use crate::store::{Session, SessionId, Store};
-use crate::topology::{Site, Topology};
-use actix_cors::Cors;
-use actix_web::body::MessageBody;
-use actix_web::dev::{RequestHead, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::http::{Method, StatusCode};
-use actix_web::middleware::{Next, from_fn};
+use crate::topology::Topology;
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
-/// Preflight answers may be cached by browsers this long, in seconds.
-const PREFLIGHT_MAX_AGE: usize = 600;
 /// The media type of `PATCH` bodies (RFC 7396).
 pub const MERGE_PATCH: &str = "application/merge-patch+json";
 
@@ -61,81 +54,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, topology: &Arc<Topology>) {
             .route(web::patch().to(patch_session))
             .route(web::delete().to(delete_session)),
     );
-}
-
-/// CORS for the browser session endpoints: exact origins from the site's
-/// `cors_origins`, credentials allowed, `Vary: Origin`, preflights answered
-/// with `GET`/`POST` and the headers `Content-Type` and `X-Session-Id`.
-pub fn cors(topology: Arc<Topology>) -> Cors {
-    Cors::default()
-        .allowed_origin_fn(move |origin, head| origin_allowed(&topology, origin, head))
-        .allowed_methods([Method::GET, Method::POST])
-        .allowed_headers([
-            header::CONTENT_TYPE,
-            HeaderName::from_static("x-session-id"),
-        ])
-        .supports_credentials()
-        .max_age(PREFLIGHT_MAX_AGE)
-}
-
-/// `Vary: Origin` on every answer of a CORS endpoint, refusals of
-/// preflights included (`actix-cors` leaves it off its own error answers),
-/// so no cache can serve one origin's answer to another.
-async fn vary_origin(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let mut response = next.call(req).await?;
-    let headers = response.headers_mut();
-    let has_origin = headers.get_all(header::VARY).any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|n| n.trim().eq_ignore_ascii_case("origin"))
-        })
-    });
-    if !has_origin {
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    Ok(response)
-}
-
-/// Whether `origin` is, byte for byte, one of the `cors_origins` of the
-/// site that the request's `Host` names.
-fn origin_allowed(topology: &Topology, origin: &HeaderValue, head: &RequestHead) -> bool {
-    let host = head
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| head.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    match (topology.site_for_host(host), origin.to_str()) {
-        (Some(site), Ok(origin)) => is_cors_origin(site, origin),
-        _ => false,
-    }
-}
-
-fn is_cors_origin(site: &Site, origin: &str) -> bool {
-    site.cors_origins.iter().any(|o| o.to_string() == origin)
-}
-
-/// State-changing browser endpoints take same-origin requests, and
-/// cross-origin ones only from the site's `cors_origins`.
-fn check_caller(req: &HttpRequest, site: &Site) -> Result<(), HttpError> {
-    let from_cors_origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|origin| is_cors_origin(site, origin));
-    if from_cors_origin || request::is_same_origin_request(req, site) {
-        Ok(())
-    } else {
-        Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            "cross_origin_refused",
-            "this endpoint accepts same-origin requests and the site's configured CORS origins only",
-            req,
-        ))
-    }
 }
 
 fn no_session(req: &HttpRequest) -> HttpError {
@@ -242,7 +160,12 @@ pub fn etag(session: &Session) -> String {
 
 /// A problem+json answer (RFC 9457) with an extension member, in the shape
 /// of [`HttpError`]'s.
-fn problem(status: StatusCode, code: &str, detail: &str, extension: (&str, Value)) -> HttpResponse {
+fn problem(
+    status: StatusCode,
+    code: &'static str,
+    detail: &str,
+    extension: (&str, Value),
+) -> HttpResponse {
     let mut body = serde_json::json!({
         "type": format!("urn:session-bridge:error:{code}"),
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -251,9 +174,13 @@ fn problem(status: StatusCode, code: &str, detail: &str, extension: (&str, Value
         "detail": detail,
     });
     body[extension.0] = extension.1;
-    HttpResponse::build(status)
+    let mut response = HttpResponse::build(status)
         .content_type("application/problem+json")
-        .body(body.to_string())
+        .body(body.to_string());
+    response
+        .extensions_mut()
+        .insert(super::observe::ErrorCode(code));
+    response
 }
 
 fn view_response(
@@ -342,6 +269,11 @@ pub async fn patch_session(
         ));
     };
     let body = request::read_body(payload, API_BODY_LIMIT, &req).await?;
+    // The patch is `data` itself; merged, `data` is no deeper than the
+    // deeper of the two.
+    if json_too_deep(&body, MAX_DATA_DEPTH) {
+        return Err(HttpError::json_too_deep(MAX_DATA_DEPTH, &req));
+    }
     let patch: Map<String, Value> = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(patch)) => patch,
         _ => {
