@@ -76,15 +76,32 @@ pub async fn observe(
             metrics.record_handoff(flow, outcome);
         }
     }
-    tracing::info!(
-        target: "access",
-        request_id = id.as_str(),
-        method = method.as_str(),
-        endpoint = endpoint.as_str(),
-        status = status.as_u16(),
-        code = code.unwrap_or(""),
-        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-    );
+    // Answers that went as planned are logged at `debug` (set
+    // `RUST_LOG=info,access=debug` to see them): the audit trail already
+    // records every token and session event and the metrics count every
+    // request, and a line per request costs a hand-off a formatted write to
+    // stderr three times over. Refusals are `info`, server errors `warn`.
+    macro_rules! access {
+        ($level:expr) => {
+            tracing::event!(
+                target: "access",
+                $level,
+                request_id = id.as_str(),
+                method = method.as_str(),
+                endpoint = endpoint.as_str(),
+                status = status.as_u16(),
+                code = code.unwrap_or(""),
+                micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            )
+        };
+    }
+    if status.is_server_error() {
+        access!(tracing::Level::WARN);
+    } else if status.is_client_error() {
+        access!(tracing::Level::INFO);
+    } else {
+        access!(tracing::Level::DEBUG);
+    }
     Ok(response)
 }
 
