@@ -207,3 +207,39 @@ session_bridge_token_rejections_total{reason=\"redeemed\"} 9
     assert_eq!(redeemed_total(fresh), Some(0));
     assert_eq!(redeemed_total("<html>not metrics</html>"), None);
 }
+
+/// Two bridge nodes on one Redis, sharing keys: every token issued on one
+/// node is redeemed on the other, and both serve their share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_issued_on_one_node_are_redeemed_on_another() {
+    let first = TestApp::spawn(Backend::Redis).await;
+    let redis_url = first.redis.as_ref().unwrap().url();
+    let (sites, keys_dir) = (
+        first.config.sites.clone(),
+        first.config.tokens.keys_dir.clone(),
+    );
+    let second = TestApp::spawn_with(Backend::Memory, move |config| {
+        config.store.kind = session_bridge::config::StoreKind::Redis;
+        config.store.url = Some(redis_url);
+        // The same sites (the first node's origins) and the same signing keys.
+        config.sites = sites;
+        config.tokens.keys_dir = keys_dir;
+    })
+    .await;
+    let mut options = options(&first, 40);
+    options
+        .connect
+        .push(format!("127.0.0.1:{}", second.port).parse().unwrap());
+    let report = run_blocking(options).await;
+    assert_eq!(report.handoffs, 40, "{}", report.render());
+    assert!(!report.failed(), "{}", report.render());
+    // Hand-offs alternate which node issues: each node redeemed about half.
+    for node in [&first, &second] {
+        let redeemed = redeemed_total(&metrics(node).await).unwrap();
+        assert!(
+            (10..=30).contains(&redeemed),
+            "node {} redeemed {redeemed} of 40",
+            node.port
+        );
+    }
+}
