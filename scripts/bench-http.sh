@@ -199,6 +199,13 @@ file = "$tmp/audit-$algorithm.log"
 [api]
 keys = ["env:SESSION_BRIDGE_API_KEY"]
 
+# Every virtual browser comes from 127.0.0.1: the per-IP rate limits would
+# measure themselves, not the bridge.
+[limits]
+bridge_per_second = 0
+api_per_second = 0
+token_rejections_per_minute = 0
+
 [[sites]]
 id = "account"
 origins = ["$from_origin"]

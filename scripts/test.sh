@@ -5,7 +5,10 @@
 # the integration tests start on their own random loopback ports, and
 # chromium with chromium-driver, which the browser end-to-end tests drive
 # (they run /usr/bin/chromium through chromedriver from PATH), and Node.js
-# with npm, which fetch TypeScript (pinned) to check the script's declarations.
+# with npm, which fetch TypeScript (pinned) to check the script's declarations,
+# and python3 with venv, into which scripts/schemathesis.sh installs
+# schemathesis (pinned, from PyPI) to check a live bridge against its OpenAPI
+# document.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +20,9 @@ if [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null 2>&1; then
 fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   need_packages+=(nodejs npm)
+fi
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  need_packages+=(python3 python3-venv)
 fi
 if [ "${#need_packages[@]}" -gt 0 ]; then
   echo "installing: ${need_packages[*]}"
@@ -48,3 +54,5 @@ rm -rf "$SB_TEST_ARTIFACTS"
 cargo test --all-targets --locked
 echo "== leak check over everything the suite produced"
 bash scripts/check-leaks.sh "$SB_TEST_ARTIFACTS"
+echo "== schemathesis against a live bridge (/api/openapi.json)"
+bash scripts/schemathesis.sh

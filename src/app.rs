@@ -186,6 +186,13 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
     };
     let limits =
         crate::http::limits::Limits::from_config(&config.server).map_err(StartError::Settings)?;
+    let rate_limits = Arc::new(
+        crate::http::rate_limit::RateLimits::new(&config.limits, clock.clone())
+            .map_err(StartError::Settings)?,
+    );
+    if !rate_limits.is_off() {
+        rate_limits.spawn_sweeper();
+    }
     let sessions = SessionPolicy {
         idle_secs: i64::try_from(config.sessions.idle_timeout.get()).unwrap_or(i64::MAX),
         absolute_secs: i64::try_from(config.sessions.absolute_timeout.get()).unwrap_or(i64::MAX),
@@ -224,6 +231,7 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
             metrics,
             trusted_proxies,
             limits,
+            rate_limits,
         },
         generated_api_key,
         generated_admin_token,

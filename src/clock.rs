@@ -36,6 +36,13 @@ impl Clock {
         }
     }
 
+    /// Whether this is a manual clock. Code that measures intervals reads a
+    /// monotonic clock in production (the wall clock can step back) and
+    /// this one under test.
+    pub fn is_manual(&self) -> bool {
+        self.manual.is_some()
+    }
+
     /// The current time.
     pub fn now(&self) -> OffsetDateTime {
         match &self.manual {

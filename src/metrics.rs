@@ -26,6 +26,12 @@ pub struct HandoffLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route pattern (`/bridge/issue`, `/api/v1/sessions/{id}`).
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
 }
@@ -44,6 +50,7 @@ pub struct Metrics {
     pub store_errors: Family<ReasonLabels, Counter>,
     pub store_duration: Family<ReasonLabels, Histogram, fn() -> Histogram>,
     pub alerts: Family<ReasonLabels, Counter>,
+    pub rate_limited: Family<RouteLabels, Counter>,
     pub audit_queue_depth: Gauge,
     pub audit_dropped: Gauge,
 }
@@ -69,6 +76,7 @@ impl Metrics {
                 latency_histogram,
             );
         let alerts = Family::<ReasonLabels, Counter>::default();
+        let rate_limited = Family::<RouteLabels, Counter>::default();
         let audit_queue_depth = Gauge::default();
         let audit_dropped = Gauge::default();
         registry.register(
@@ -98,6 +106,11 @@ impl Metrics {
         );
         registry.register("alerts", "Security alerts raised, by kind", alerts.clone());
         registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit ([limits]), by route",
+            rate_limited.clone(),
+        );
+        registry.register(
             "audit_queue_depth",
             "Audit events waiting to be written",
             audit_queue_depth.clone(),
@@ -115,6 +128,7 @@ impl Metrics {
             store_errors,
             store_duration,
             alerts,
+            rate_limited,
             audit_queue_depth,
             audit_dropped,
         }

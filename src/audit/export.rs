@@ -113,7 +113,7 @@ fn severity(event: &str) -> u8 {
         "token.replayed" => 9,
         "session.revoked" => 7,
         "token.rejected" | "exchange.rejected" | "frame.refused" | "redirect.refused" => 5,
-        "logout.backchannel_failed" => 4,
+        "logout.backchannel_failed" | "rate.limited" => 4,
         _ => 2,
     }
 }

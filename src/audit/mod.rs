@@ -42,6 +42,8 @@ pub enum EventKind {
     ExchangeRejected,
     LogoutBackchannelSent,
     LogoutBackchannelFailed,
+    /// A client went over a rate limit: the first refusal of a window only.
+    RateLimited,
 }
 
 impl EventKind {
@@ -59,6 +61,7 @@ impl EventKind {
             Self::ExchangeRejected => "exchange.rejected",
             Self::LogoutBackchannelSent => "logout.backchannel_sent",
             Self::LogoutBackchannelFailed => "logout.backchannel_failed",
+            Self::RateLimited => "rate.limited",
         }
     }
 }

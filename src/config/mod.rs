@@ -5,11 +5,13 @@
 
 mod demo;
 mod duration;
+mod limits;
 mod secret;
 mod server;
 
 pub use demo::{demo_config, demo_config_with_scheme};
 pub use duration::Seconds;
+pub use limits::LimitsConfig;
 pub use secret::{SecretError, resolve_secret};
 pub use server::ServerConfig;
 
@@ -37,6 +39,9 @@ pub struct Config {
     pub alerts: AlertsConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    /// Rate limits per client IP.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
 }

@@ -92,6 +92,17 @@ pub fn session_view(session: &Session, policy: &SessionPolicy, now: i64, with_id
     view
 }
 
+/// The OpenAPI 3.1 description of the JSON endpoints, kept in step with
+/// the routes and error codes by `tests/openapi.rs`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /api/openapi.json`: [`OPENAPI`], without authentication.
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
 /// `POST /api/v1/sessions`: a site's login code hands its session to the bridge.
 pub async fn create_session(
     req: HttpRequest,

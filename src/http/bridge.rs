@@ -177,10 +177,7 @@ async fn accept(
     token: String,
 ) -> Result<HttpResponse, HttpError> {
     let (site, _) = request::site_of(&req, &state.bridge.topology)?;
-    let state_cookie = req.cookie(STATE_COOKIE);
-    let started = state_cookie
-        .as_ref()
-        .and_then(|c| BridgeState::decode(c.value()));
+    let started = request::cookie(&req, STATE_COOKIE).and_then(BridgeState::decode);
     let result = state
         .bridge
         .accept(
@@ -197,7 +194,7 @@ async fn accept(
     // On a refusal the state cookie stays: anyone can send a browser to
     // this URL with a junk token, and that must not cancel a hand-off in
     // progress. It expires on its own, and the next start replaces it.
-    let accepted = result.map_err(|e| HttpError::flow(&e, &req))?;
+    let accepted = result.map_err(|e| super::rate_limit::redeem_error(&req, &state, &e))?;
     let mut response = see_other(&accepted.return_to);
     response
         .add_cookie(&request::session_cookie(&site, &accepted.session_id))

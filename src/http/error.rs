@@ -22,6 +22,8 @@ pub struct HttpError {
     pub json: bool,
     /// Shown to the user so they can quote it to support.
     pub request_id: String,
+    /// Seconds for `Retry-After` (a `429`).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Template)]
@@ -63,6 +65,26 @@ impl HttpError {
             detail: detail.into(),
             json: wants_json(req),
             request_id: super::observe::request_id(req),
+            retry_after: None,
+        }
+    }
+
+    /// The client is over a rate limit (`[limits]`); it may try again in
+    /// `retry_after` seconds.
+    pub fn rate_limited(retry_after: u64, req: &HttpRequest) -> Self {
+        let unit = if retry_after == 1 {
+            "second"
+        } else {
+            "seconds"
+        };
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests from your address; try again in {retry_after} {unit}"),
+                req,
+            )
         }
     }
 
@@ -307,11 +329,13 @@ impl HttpError {
 
     fn build_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("2")));
         }
         if self.json {
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "type": format!("urn:session-bridge:error:{}", self.code),
                 "title": self.title(),
                 "status": self.status.as_u16(),
@@ -319,6 +343,9 @@ impl HttpError {
                 "detail": self.detail,
                 "request_id": self.request_id,
             });
+            if let Some(seconds) = self.retry_after {
+                body["retry_after"] = seconds.into();
+            }
             return response
                 .content_type("application/problem+json")
                 .body(body.to_string());
@@ -328,7 +355,7 @@ impl HttpError {
             title: self.title(),
             code: self.code,
             detail: &self.detail,
-            retry: self.status == StatusCode::SERVICE_UNAVAILABLE,
+            retry: self.status == StatusCode::SERVICE_UNAVAILABLE || self.retry_after.is_some(),
             request_id: &self.request_id,
         };
         match page.render() {

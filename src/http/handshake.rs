@@ -103,15 +103,45 @@ pub async fn frame(
         .body(html))
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /bridge/exchange`: `{token, verifier, from}`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ExchangeBody {
-    token: String,
-    verifier: String,
+pub struct ExchangeBody {
+    pub token: String,
+    pub verifier: String,
     /// The origin (or site id) the script asked; the token's issuer must be
     /// it (mix-up defence). Required: without it a token from any partner
     /// would do.
-    from: String,
+    pub from: String,
+}
+
+impl std::fmt::Debug for ExchangeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token and the verifier are secrets; never print them.
+        f.debug_struct("ExchangeBody")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an exchange body was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeBodyError {
+    /// Not the JSON object `{token, verifier, from}` (strings, nothing else).
+    InvalidJson,
+    /// The verifier is not 43 base64url characters.
+    BadVerifier,
+}
+
+/// Parses and checks the shape of an exchange body. Pure: the handler does
+/// the rest (the site named by `from`, the token, the binding).
+pub fn parse_exchange_body(body: &[u8]) -> Result<ExchangeBody, ExchangeBodyError> {
+    let body: ExchangeBody =
+        serde_json::from_slice(body).map_err(|_| ExchangeBodyError::InvalidJson)?;
+    if !binding::is_well_formed(&body.verifier) {
+        return Err(ExchangeBodyError::BadVerifier);
+    }
+    Ok(body)
 }
 
 fn reject_exchange(
@@ -151,20 +181,18 @@ pub async fn exchange(
         return Err(reject_exchange(&req, &state, &site, error));
     }
     let body = request::read_body(payload, super::limits::JSON_BODY_LIMIT, &req).await?;
-    let body: ExchangeBody = serde_json::from_slice(&body).map_err(|_| {
-        HttpError::bad_request(
+    let body = parse_exchange_body(&body).map_err(|e| match e {
+        ExchangeBodyError::InvalidJson => HttpError::bad_request(
             "invalid_json",
             "the body must be {\"token\", \"verifier\", \"from\"}",
             &req,
-        )
-    })?;
-    if !binding::is_well_formed(&body.verifier) {
-        return Err(HttpError::bad_request(
+        ),
+        ExchangeBodyError::BadVerifier => HttpError::bad_request(
             "invalid_request",
             "verifier must be 43 base64url characters",
             &req,
-        ));
-    }
+        ),
+    })?;
     let bridge = &state.bridge;
     let issuer = bridge
         .topology
@@ -185,7 +213,7 @@ pub async fn exchange(
             &request::context(&req),
         )
         .await
-        .map_err(|e| HttpError::flow(&e, &req))?;
+        .map_err(|e| super::rate_limit::redeem_error(&req, &state, &e))?;
     let session = match accepted.session.clone() {
         Some(session) => Some(session),
         None => bridge

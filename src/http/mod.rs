@@ -10,6 +10,7 @@ pub mod handshake;
 pub mod headers;
 pub mod limits;
 pub mod observe;
+pub mod rate_limit;
 pub mod request;
 pub mod session_api;
 pub mod tls;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Sizes and timeouts from `[server]`.
     pub limits: limits::Limits,
+    /// Rate limits per client IP from `[limits]`.
+    pub rate_limits: std::sync::Arc<rate_limit::RateLimits>,
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, HttpError> {
@@ -71,6 +74,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, demo: bool) {
             web::resource("/bridge/assets/bridge.css").route(web::get().to(bridge::stylesheet)),
         )
         .service(web::resource("/api/v1/sessions").route(web::post().to(api::create_session)))
+        .service(web::resource("/api/openapi.json").route(web::get().to(api::openapi)))
         .service(web::resource("/admin/audit").route(web::get().to(admin::audit)))
         .service(web::resource("/metrics").route(web::get().to(observe::metrics)))
         .service(web::resource("/healthz").route(web::get().to(bridge::healthz)))
@@ -92,10 +96,12 @@ pub fn serve(
     let limits = state.limits.clone();
     let state = web::Data::new(state);
     // Middleware runs outermost first: the request ID, then the security
-    // headers (so refusals get them too), then the limits.
+    // headers (so refusals get them too), then the limits, then the rate
+    // limits (an oversize request is refused without spending a budget).
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(from_fn(rate_limit::enforce))
             .wrap(from_fn(limits::enforce))
             .wrap(from_fn(headers::security_headers))
             .wrap(from_fn(observe::observe))

@@ -117,10 +117,58 @@ pub fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
     Some(peer)
 }
 
+/// The value of the first cookie called `name` in `Cookie` header values
+/// (RFC 6265 §5.4: `name=value` pairs separated by `;`, in as many headers
+/// as HTTP/2 splits them into).
+///
+/// Lenient where it cannot hurt: a pair without `=`, a header that is not
+/// UTF-8, or an odd value in some other cookie (other code on the same
+/// host may set those) never hides this one. Strict where it matters:
+/// names match exactly, the first pair with the name wins (browsers send
+/// the most specific cookie first), and nothing is percent-decoded: the
+/// values the bridge sets are base64url and never need it.
+pub fn cookie_value<'a, I>(cookie_headers: I, name: &str) -> Option<&'a str>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    let value = cookie_headers
+        .into_iter()
+        .flat_map(|header| header.split(|&b| b == b';'))
+        .find_map(|pair| {
+            let at = pair.iter().position(|&b| b == b'=')?;
+            let (pair_name, value) = (pair[..at].trim_ascii(), pair[at + 1..].trim_ascii());
+            (pair_name == name.as_bytes()).then_some(value)
+        })?;
+    std::str::from_utf8(value).ok()
+}
+
+/// The value of the request's cookie `name` (see [`cookie_value`]).
+pub fn cookie<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    cookie_value(
+        req.headers()
+            .get_all(header::COOKIE)
+            .map(|value| value.as_bytes()),
+        name,
+    )
+}
+
+/// The session ID in a site's cookie named `name`, if it has the right
+/// shape; from raw `Cookie` header values.
+pub fn session_id_from_cookie_headers<'a, I>(cookie_headers: I, name: &str) -> Option<SessionId>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    cookie_value(cookie_headers, name).and_then(SessionId::parse)
+}
+
 /// The session ID in this site's cookie, if it has the right shape.
 pub fn session_from_cookie(req: &HttpRequest, site: &Site) -> Option<SessionId> {
-    req.cookie(&site.cookie.name)
-        .and_then(|c| SessionId::parse(c.value()))
+    session_id_from_cookie_headers(
+        req.headers()
+            .get_all(header::COOKIE)
+            .map(|value| value.as_bytes()),
+        &site.cookie.name,
+    )
 }
 
 fn same_site(value: SameSite) -> CookieSameSite {

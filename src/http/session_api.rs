@@ -165,6 +165,7 @@ fn problem(
     code: &'static str,
     detail: &str,
     extension: (&str, Value),
+    req: &HttpRequest,
 ) -> HttpResponse {
     let mut body = serde_json::json!({
         "type": format!("urn:session-bridge:error:{code}"),
@@ -172,6 +173,7 @@ fn problem(
         "status": status.as_u16(),
         "code": code,
         "detail": detail,
+        "request_id": super::observe::request_id(req),
     });
     body[extension.0] = extension.1;
     let mut response = HttpResponse::build(status)
@@ -298,6 +300,7 @@ pub async fn patch_session(
             "version_mismatch",
             "the session has changed since the version in If-Match: read it again and re-apply",
             ("current_version", Value::from(current_version)),
+            &req,
         )),
         PatchOutcome::Missing => Err(session_not_found(&req)),
         PatchOutcome::TooLarge => Err(HttpError::new(

@@ -6,7 +6,7 @@ use crate::support::app::{ADMIN_TOKEN, Backend, TestApp};
 use crate::support::browser::Browser;
 use reqwest::{Method, StatusCode};
 
-/// Every path under /bridge, /api/v1, /admin and the probes, with the
+/// Every path under /bridge, /api, /admin and the probes, with the
 /// methods it answers.
 const ROUTES: &[(&str, &[&str])] = &[
     ("/bridge/start", &["GET"]),
@@ -22,6 +22,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/bridge/session-bridge.mjs", &["GET"]),
     ("/bridge/assets/bridge.css", &["GET"]),
     ("/api/v1/sessions", &["POST"]),
+    ("/api/openapi.json", &["GET"]),
     (
         "/api/v1/sessions/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         &["GET", "PATCH", "DELETE"],

@@ -2,7 +2,7 @@
 
 use super::redis_server::RedisServer;
 use session_bridge::clock::Clock;
-use session_bridge::config::{Config, StoreKind, demo_config};
+use session_bridge::config::{Config, LimitsConfig, StoreKind, demo_config};
 use session_bridge::token::{KeySet, TokenService};
 use std::net::TcpListener;
 use tempfile::TempDir;
@@ -53,6 +53,10 @@ impl TestApp {
         config.api.keys = vec![API_KEY.to_owned()];
         config.admin.tokens = vec![ADMIN_TOKEN.to_owned()];
         config.server.workers = 2;
+        // Tests send many requests from 127.0.0.1, faster than any person:
+        // the rate limits are off unless a test turns them on
+        // (`tests/rate_limits.rs`).
+        config.limits = LimitsConfig::off();
         let redis = match backend {
             Backend::Memory => None,
             Backend::Redis => {
