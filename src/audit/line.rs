@@ -54,8 +54,16 @@ fn chain_mac(key: &hmac::Key, prev: &[u8; 32], signed: &[u8]) -> [u8; 32] {
     mac
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Lower-case hex, without a formatter call or an allocation per byte (it
+/// runs for every audit line and every session fingerprint).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 fn unhex(text: &str) -> Option<[u8; 32]> {
@@ -132,6 +140,15 @@ mod tests {
             reason: Some(reason.into()),
             request_id: None,
         }
+    }
+
+    #[test]
+    fn hex_is_lower_case_and_round_trips() {
+        assert_eq!(hex(&[0x00, 0x01, 0xab, 0xff]), "0001abff");
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37) as u8);
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&bytes), expected);
+        assert_eq!(unhex(&hex(&bytes)), Some(bytes));
     }
 
     #[test]

@@ -256,10 +256,7 @@ impl Audit {
 /// See [`Audit::fingerprint`].
 pub fn fingerprint(key: &hmac::Key, id: &SessionId) -> String {
     let tag = hmac::sign(key, format!("sb:session:{}", id.expose()).as_bytes());
-    tag.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    line::hex(&tag.as_ref()[..16])
 }
 
 /// The audit key: `[audit] key` (`env:NAME` or the value), else a random key
