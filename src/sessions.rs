@@ -127,6 +127,11 @@ impl SessionPolicy {
         (secs > 0).then(|| Duration::from_secs(secs.unsigned_abs()))
     }
 
+    /// The idle timeout.
+    pub fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle_secs.unsigned_abs())
+    }
+
     /// Unix time at which `session` expires if idle from `now`.
     pub fn expires_at(&self, session: &Session, now: i64) -> i64 {
         now.saturating_add(self.idle_secs)

@@ -1,5 +1,6 @@
-//! Redis round trips per flow-A hand-off, counted by Redis itself: a
-//! regression that adds a store call to the login path fails here.
+//! Redis round trips per flow-A hand-off and per session read, counted by
+//! Redis itself: a regression that adds a store call to the login path
+//! fails here.
 //!
 //! `INFO stats` `total_reads_processed` counts the requests Redis read (one
 //! per round trip, as the hand-off's calls are sequential) and `INFO
@@ -123,4 +124,14 @@ async fn a_hand_off_costs_two_round_trips_once_joined() {
             ("set".to_owned(), 2 * HAND_OFFS)
         ]),
     );
+
+    // A session read that slides the idle timeout: one GETEX.
+    let before = counters(&mut conn);
+    let read = browser
+        .get(&format!("{}/bridge/session", app.origin("shop")))
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let (round_trips, commands) = delta(&before, &counters(&mut conn));
+    assert_eq!(round_trips, 1, "{commands:?}");
+    assert_eq!(commands, BTreeMap::from([("getex".to_owned(), 1)]));
 }

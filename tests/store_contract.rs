@@ -589,6 +589,50 @@ async fn token_for_session_checks_the_session_and_writes_only_the_token<S: Store
     assert_eq!(b.store.get_session(&id).await.unwrap(), Some(stored));
 }
 
+async fn get_and_touch_slides_within_the_absolute_expiry<S: Store>(b: &Backend<S>) {
+    let id = new_id();
+    let stored = session(&id);
+    b.store.create_session(&stored, SHORT).await.unwrap();
+    let idle = Duration::from_secs(600);
+    // Well before the absolute expiry: read, and the TTL is the idle timeout.
+    let now = stored.absolute_expires_at - 10_000;
+    assert_eq!(
+        b.store.get_and_touch_session(&id, idle, now).await.unwrap(),
+        Some(stored.clone())
+    );
+    let ttl = b.store.session_ttl(&id).await.unwrap().unwrap();
+    assert!(ttl > Duration::from_secs(590) && ttl <= idle, "{ttl:?}");
+    // In the last idle period: cut short at the absolute expiry.
+    let now = stored.absolute_expires_at - 30;
+    assert!(
+        b.store
+            .get_and_touch_session(&id, idle, now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let ttl = b.store.session_ttl(&id).await.unwrap().unwrap();
+    assert!(
+        ttl > Duration::from_secs(25) && ttl <= Duration::from_secs(30),
+        "{ttl:?}"
+    );
+    // Past it, or no such session: nothing.
+    assert_eq!(
+        b.store
+            .get_and_touch_session(&id, idle, stored.absolute_expires_at)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        b.store
+            .get_and_touch_session(&new_id(), idle, now)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 /// One `#[tokio::test]` per case and backend: `memory_store::<case>`, `redis_store::<case>`.
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
@@ -630,6 +674,7 @@ contract!(
     peek_reports_the_token_state_without_changing_it,
     peek_sees_expired_tokens_as_unknown,
     token_for_session_checks_the_session_and_writes_only_the_token,
+    get_and_touch_slides_within_the_absolute_expiry,
 );
 
 // ------------------------------------------------------ backend specifics

@@ -136,6 +136,11 @@ pub enum ExchangeBodyError {
 /// Parses and checks the shape of an exchange body. Pure: the handler does
 /// the rest (the site named by `from`, the token, the binding).
 pub fn parse_exchange_body(body: &[u8]) -> Result<ExchangeBody, ExchangeBodyError> {
+    // serde also reads a struct from a JSON array (`["…", "…", "…"]`); the
+    // contract is an object, and nothing else is accepted.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ExchangeBodyError::InvalidJson);
+    }
     let body: ExchangeBody =
         serde_json::from_slice(body).map_err(|_| ExchangeBodyError::InvalidJson)?;
     if !binding::is_well_formed(&body.verifier) {
@@ -271,20 +276,14 @@ pub async fn session(
         )
     };
     let id = presented_session(&req, &site).ok_or_else(no_session)?;
+    // Read and slide the idle timeout in one store round trip.
     let session = bridge
-        .sessions
-        .load_for_site(&bridge.store, &id, &site.id, now)
+        .store
+        .get_and_touch_session(&id, bridge.sessions.idle(), now)
         .await
-        .map_err(|e| HttpError::session(&e, &req))?
+        .map_err(|e| HttpError::store(&e, &req))?
+        .filter(|s| s.is_joined_by(&site.id))
         .ok_or_else(no_session)?;
-    if let Some(ttl) = bridge.sessions.ttl(&session, now) {
-        // A read served from the outage cache cannot slide the TTL; that
-        // is no reason to refuse it.
-        match bridge.store.touch_session(&id, ttl).await {
-            Ok(_) | Err(crate::store::StoreError::Unavailable(_)) => {}
-            Err(e) => return Err(HttpError::store(&e, &req)),
-        }
-    }
     let with_id = site.delivery == Delivery::Header;
     Ok(HttpResponse::Ok()
         .content_type("application/json")

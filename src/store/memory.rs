@@ -207,6 +207,25 @@ impl Store for MemoryStore {
         }
     }
 
+    async fn get_and_touch_session(
+        &self,
+        id: &SessionId,
+        idle: Duration,
+        now: i64,
+    ) -> Result<Option<Session>, StoreError> {
+        let now_ms = self.now_ms();
+        let mut maps = self.lock();
+        let Some(entry) = maps.sessions.get_mut(id).filter(|e| e.expires_at > now_ms) else {
+            return Ok(None);
+        };
+        let session = entry.value.decode(id)?;
+        let Some(ttl) = super::sliding_ttl(&session, idle, now) else {
+            return Ok(None);
+        };
+        entry.expires_at = now_ms.saturating_add(millis(ttl));
+        Ok(Some(session))
+    }
+
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
         let now = self.now_ms();
         let mut maps = self.lock();

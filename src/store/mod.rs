@@ -96,6 +96,20 @@ pub trait Store: Send + Sync {
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Reads a live session and slides its TTL to `idle`, cut short by its
+    /// absolute expiry (`now` is Unix seconds): one round trip where the
+    /// backend can. `None` when there is no such session or it is past its
+    /// absolute expiry. When the read succeeds but the TTL cannot be set
+    /// because the store stopped answering, the session is still returned.
+    fn get_and_touch_session(
+        &self,
+        id: &SessionId,
+        idle: Duration,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send {
+        get_then_touch(self, id, idle, now)
+    }
+
     /// Deletes a session; `true` when it existed.
     fn delete_session(
         &self,
@@ -174,6 +188,32 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// The TTL that slides a session read at `now`: `idle`, cut short by the
+/// absolute expiry; `None` once that has passed.
+pub fn sliding_ttl(session: &Session, idle: Duration, now: i64) -> Option<Duration> {
+    let remaining = u64::try_from(session.absolute_expires_at.saturating_sub(now)).ok()?;
+    (remaining > 0).then(|| idle.min(Duration::from_secs(remaining)))
+}
+
+/// [`Store::get_and_touch_session`] in two steps: read, then set the TTL.
+pub async fn get_then_touch<S: Store + ?Sized>(
+    store: &S,
+    id: &SessionId,
+    idle: Duration,
+    now: i64,
+) -> Result<Option<Session>, StoreError> {
+    let Some(session) = store.get_session(id).await? else {
+        return Ok(None);
+    };
+    let Some(ttl) = sliding_ttl(&session, idle, now) else {
+        return Ok(None);
+    };
+    match store.touch_session(id, ttl).await {
+        Ok(_) | Err(StoreError::Unavailable(_)) => Ok(Some(session)),
+        Err(e) => Err(e),
+    }
+}
+
 /// [`Store::put_token_for_session`] in two steps: read the session, then
 /// record the token.
 pub async fn read_then_put_token<S: Store + ?Sized>(
@@ -248,6 +288,14 @@ impl Store for AnyStore {
     }
     async fn touch_session(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
         dispatch!(self, s => s.touch_session(id, ttl))
+    }
+    async fn get_and_touch_session(
+        &self,
+        id: &SessionId,
+        idle: Duration,
+        now: i64,
+    ) -> Result<Option<Session>, StoreError> {
+        dispatch!(self, s => s.get_and_touch_session(id, idle, now))
     }
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
         dispatch!(self, s => s.delete_session(id))

@@ -225,6 +225,35 @@ impl<S: Store + Clone + 'static> Store for Resilient<S> {
             .await
     }
 
+    async fn get_and_touch_session(
+        &self,
+        id: &SessionId,
+        idle: Duration,
+        now: i64,
+    ) -> Result<Option<Session>, StoreError> {
+        if self.revoked_here(id) {
+            return Ok(None);
+        }
+        let result = self
+            .timed(
+                "get_session",
+                self.inner.get_and_touch_session(id, idle, now),
+            )
+            .await;
+        match &result {
+            Ok(Some(session)) => self.remember(session),
+            Ok(None) => self.forget(id),
+            Err(StoreError::Unavailable(_)) => {
+                // Served from the outage cache: no TTL to slide.
+                if let Some(session) = self.cached(id) {
+                    return Ok(Some(session));
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
         self.forget(id);
         let result = self

@@ -571,6 +571,39 @@ impl Store for RedisStore {
         }
     }
 
+    async fn get_and_touch_session(
+        &self,
+        id: &SessionId,
+        idle: Duration,
+        now: i64,
+    ) -> Result<Option<Session>, StoreError> {
+        // One command reads the session and sets its TTL to the idle
+        // timeout; only in the last idle period before the absolute expiry
+        // does a second one cut the TTL short.
+        let reply = self
+            .query(
+                redis::cmd("GETEX")
+                    .arg(super::session_key(id))
+                    .arg("PX")
+                    .arg(px(idle)),
+            )
+            .await?;
+        let Some(bytes) = bytes_reply(reply)? else {
+            return Ok(None);
+        };
+        let session = super::encoding::decode_session(&bytes, id)?;
+        let Some(ttl) = super::sliding_ttl(&session, idle, now) else {
+            return Ok(None);
+        };
+        if ttl < idle {
+            match self.touch_session(id, ttl).await {
+                Ok(_) | Err(StoreError::Unavailable(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(session))
+    }
+
     async fn touch_session(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
         let reply = self
             .query(
