@@ -56,3 +56,5 @@ echo "== leak check over everything the suite produced"
 bash scripts/check-leaks.sh "$SB_TEST_ARTIFACTS"
 echo "== schemathesis against a live bridge (/api/openapi.json)"
 bash scripts/schemathesis.sh
+echo "== fuzz every target briefly (scripts/fuzz.sh; cargo-fuzz cached in target/tools)"
+bash scripts/fuzz.sh "${SB_FUZZ_SECONDS:-20}"

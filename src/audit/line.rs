@@ -112,7 +112,7 @@ pub fn parse(line: &str) -> Result<(SignedLine, &str), LineError> {
 pub fn verify(key: &hmac::Key, prev: &[u8; 32], line: &str) -> Result<SignedLine, LineError> {
     let (parsed, signed) = parse(line)?;
     let expected = chain_mac(key, prev, format!("{signed}}}").as_bytes());
-    // Constant-time comparison of the tags.
+    // Constant-time comparison of the tags (`subtle`, via binding.rs).
     if crate::flows::binding::secrets_equal_bytes(&expected, &parsed.mac) {
         Ok(parsed)
     } else {

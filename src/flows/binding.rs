@@ -32,7 +32,8 @@ pub fn is_well_formed(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Whether `verifier` hashes to `challenge`, compared in constant time.
+/// Whether `verifier` hashes to `challenge`, compared in constant time
+/// (`subtle`; only the lengths, public, may show in the timing).
 pub fn verifier_matches(verifier: &str, challenge: &str) -> bool {
     let computed = challenge_of(verifier);
     bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))

@@ -105,7 +105,8 @@ impl Bridge {
             }
         };
         // The record repeats what the signature already covers; a mismatch
-        // means the store and the token disagree, so trust neither.
+        // means the store and the token disagree, so trust neither. The
+        // challenges are compared in constant time (`subtle`).
         if record.aud != receiver.id || !binding::secrets_equal(&record.challenge, &claims.cch) {
             return Err(FlowError::BindingMismatch);
         }
@@ -153,6 +154,7 @@ impl Bridge {
         if presented.issuer.is_some_and(|expected| expected != issuer) {
             return Err(FlowError::IssuerMismatch);
         }
+        // SHA-256 of the verifier against `cch`, in constant time (`subtle`).
         if !binding::verifier_matches(presented.verifier, challenge) {
             return Err(FlowError::BindingMismatch);
         }

@@ -36,7 +36,7 @@ impl fmt::Display for ReturnToError {
             Self::NonAscii => "return_to must be ASCII (percent-encode other characters)",
             Self::BadEscape => "return_to has a broken percent escape",
             Self::EncodedSeparator => {
-                "return_to must not percent-encode slashes, backslashes, dots or percent signs"
+                "return_to must not percent-encode slashes, backslashes, dots, percent signs, or a ; in the path"
             }
             Self::DotSegment => "return_to must not contain . or .. segments or a ; in the path",
             Self::NotAllowed => "return_to is not under a path this site allows",
@@ -100,16 +100,22 @@ fn check_bytes(text: &str) -> Result<(), ReturnToError> {
 }
 
 /// Refuses escapes that could turn into a separator or a second decoding
-/// round: `%2f`, `%5c`, `%2e`, `%25`, controls; and broken escapes.
+/// round: `%2f`, `%5c`, `%2e`, `%25`, controls; in the path also `%3b`,
+/// since a server or proxy that decodes once reads `..%3b` as `..;`,
+/// which Tomcat and Spring take for `..`; and broken escapes.
 fn check_escapes(raw: &str) -> Result<(), ReturnToError> {
     let bytes = raw.as_bytes();
+    let mut in_path = true;
     let mut i = 0;
     while i < bytes.len() {
+        if bytes[i] == b'?' {
+            in_path = false;
+        }
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3).ok_or(ReturnToError::BadEscape)?;
             let text = std::str::from_utf8(hex).map_err(|_| ReturnToError::BadEscape)?;
             let value = u8::from_str_radix(text, 16).map_err(|_| ReturnToError::BadEscape)?;
-            if matches!(value, b'/' | b'\\' | b'.' | b'%') {
+            if matches!(value, b'/' | b'\\' | b'.' | b'%') || (in_path && value == b';') {
                 return Err(ReturnToError::EncodedSeparator);
             }
             if value < 0x20 || value == 0x7f {
@@ -152,6 +158,7 @@ mod tests {
             "/cart",
             "/cart/items",
             "/app/caf%C3%A9",
+            "/app/x?filter=a%3Bb",
         ] {
             assert_eq!(validate_return_to(ok, &allowed), Ok(ok), "{ok}");
         }
@@ -182,6 +189,8 @@ mod tests {
             ("/a/./b", ReturnToError::DotSegment),
             ("/app/..;/admin", ReturnToError::DotSegment),
             ("/app;x=1", ReturnToError::DotSegment),
+            ("/app/..%3B/admin", ReturnToError::EncodedSeparator),
+            ("/app/..%3b/admin", ReturnToError::EncodedSeparator),
             ("/\t/evil.example", ReturnToError::ControlCharacter),
             ("/\n/evil.example", ReturnToError::ControlCharacter),
             ("/\r\nSet-Cookie:x", ReturnToError::ControlCharacter),

@@ -32,6 +32,7 @@ pub fn authorize(req: &HttpRequest, keys: &[String]) -> Result<(), HttpError> {
     let presented_digest = digest(presented);
     let mut ok = false;
     for key in keys {
+        // Constant time (`subtle`), and no early exit: every key is compared.
         ok |= secrets_equal_bytes(presented_digest.as_ref(), digest(key).as_ref());
     }
     if ok && !presented.is_empty() {

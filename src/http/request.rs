@@ -307,3 +307,42 @@ pub fn is_same_origin_request(req: &HttpRequest, site: &Site) -> bool {
         None => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value<'a>(headers: &[&'a str], name: &str) -> Option<&'a str> {
+        cookie_value(headers.iter().map(|h| h.as_bytes()), name)
+    }
+
+    #[test]
+    fn cookie_values_as_browsers_send_them() {
+        let id = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let header = format!("_ga=GA1.2; __Host-sb={id};theme=dark");
+        assert_eq!(value(&[&header], "__Host-sb"), Some(id));
+        assert_eq!(value(&[&header], "theme"), Some("dark"));
+        // HTTP/2 may split the header; the first pair with the name wins.
+        assert_eq!(value(&["a=1", "sb=2; sb=3"], "sb"), Some("2"));
+        // Names match exactly; nothing is percent-decoded.
+        assert_eq!(value(&["SB=1; sb%41=2"], "sb"), None);
+        assert_eq!(value(&["sb=%41"], "sb"), Some("%41"));
+        assert_eq!(value(&["sb="], "sb"), Some(""));
+    }
+
+    #[test]
+    fn odd_neighbours_do_not_hide_a_cookie() {
+        // A nameless cookie (`document.cookie = "x"`), an empty pair, a
+        // quoted value, another cookie that is not UTF-8 (actix's own
+        // parser drops every cookie of the request for that one).
+        let id = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let header = format!("nameless; ; =x; q=\"a b\"; __Host-sb={id}");
+        assert_eq!(value(&[&header], "__Host-sb"), Some(id));
+        let ours = format!("__Host-sb={id}");
+        let headers = [b"x=\xff".as_slice(), ours.as_bytes()];
+        assert_eq!(
+            session_id_from_cookie_headers(headers, "__Host-sb").map(|s| s.expose().to_owned()),
+            Some(id.to_owned())
+        );
+    }
+}

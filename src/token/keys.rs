@@ -233,6 +233,27 @@ impl KeySet {
         Self::from_keys(vec![key], algorithm, None)
     }
 
+    /// A set from JWK texts given as `(kid, json)` pairs, checked exactly as
+    /// [`KeySet::load`] checks `<kid>.json` files (for fixed test keys, such
+    /// as the fuzz targets' own).
+    pub fn from_jwk_texts(
+        entries: &[(&str, &str)],
+        algorithm: TokenAlgorithm,
+        signing_kid: Option<&str>,
+    ) -> Result<Self, KeyError> {
+        let keys = entries
+            .iter()
+            .map(|(kid, text)| {
+                let path = PathBuf::from(format!("<memory>/{kid}.json"));
+                if !valid_kid(kid) {
+                    return Err(invalid(&path, "a kid uses A-Z, a-z, 0-9, - and _"));
+                }
+                parse_key(&path, kid, text)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_keys(keys, algorithm, signing_kid)
+    }
+
     pub fn signing(&self) -> &Arc<Key> {
         &self.signing
     }

@@ -87,6 +87,8 @@ struct EdVerifier(Vec<u8>);
 
 impl Verifier<Vec<u8>> for EdVerifier {
     fn verify(&self, msg: &[u8], signature: &Vec<u8>) -> std::result::Result<(), signature::Error> {
+        // ring checks the signature with the public key only: there is no
+        // secret to leak through timing (and it refuses non-canonical `S`).
         UnparsedPublicKey::new(&ED25519, &self.0)
             .verify(msg, signature)
             .map_err(|_| signature::Error::new())
@@ -109,7 +111,8 @@ impl Signer<Vec<u8>> for Hs256 {
 
 impl Verifier<Vec<u8>> for Hs256 {
     fn verify(&self, msg: &[u8], signature: &Vec<u8>) -> std::result::Result<(), signature::Error> {
-        // ring compares the tags in constant time.
+        // ring recomputes the tag and compares it in constant time, never
+        // with `==`.
         hmac::verify(&self.0, msg, signature).map_err(|_| signature::Error::new())
     }
 }

@@ -58,6 +58,20 @@ fn refuse(code: &'static str, text: &str, why: &str) -> OriginError {
     }
 }
 
+/// A host name as DNS writes it, after IDNA: non-empty labels of ASCII
+/// letters, digits, `-` and `_`. The URL standard lets more through (`'`,
+/// `;`, `..`); none of it names a real host, and a name such as
+/// `a.1..`, trimmed, would turn into something else (`a.1`, an invalid
+/// IPv4 address) the next time it is parsed.
+fn is_dns_name(host: &str) -> bool {
+    host.split('.').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 impl Origin {
     /// Parses an exact origin. Refuses paths, queries, fragments, user info,
     /// wildcards, non-HTTP schemes and default ports written out.
@@ -106,13 +120,23 @@ impl Origin {
             ));
         }
         let (host, is_ip) = match url.host() {
-            Some(Host::Domain(domain)) => (domain.trim_end_matches('.').to_owned(), false),
+            // One trailing dot is the DNS root ("example.com." is example.com).
+            Some(Host::Domain(domain)) => {
+                (domain.strip_suffix('.').unwrap_or(domain).to_owned(), false)
+            }
             Some(Host::Ipv4(ip)) => (ip.to_string(), true),
             Some(Host::Ipv6(ip)) => (format!("[{ip}]"), true),
             None => return Err(refuse("origin_invalid", text, "no host")),
         };
         if host.is_empty() {
             return Err(refuse("origin_invalid", text, "empty host"));
+        }
+        if !is_ip && !is_dns_name(&host) {
+            return Err(refuse(
+                "origin_invalid",
+                text,
+                "the host is not a DNS name (letters, digits, `-` and `_` in non-empty labels)",
+            ));
         }
         let written_port = after_scheme
             .rsplit_once(':')
@@ -257,6 +281,13 @@ mod tests {
             ("https://a.example.com\\x", "origin_path"),
             ("h", "origin_invalid"),
             (" https://a.example.com", "origin_invalid"),
+            // Found by fuzzing: trimmed, `x.6..` became `x.6`, which does
+            // not parse again (a name ending in a number is an IPv4 address).
+            ("https://'.............5...........6..", "origin_invalid"),
+            ("https://a.1..", "origin_invalid"),
+            ("https://a..b.example", "origin_invalid"),
+            ("https://a;b.example", "origin_invalid"),
+            ("https://a'b.example", "origin_invalid"),
         ] {
             assert_eq!(Origin::parse(bad).unwrap_err().code, code, "{bad}");
         }
