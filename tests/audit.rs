@@ -212,6 +212,26 @@ async fn events_and_fields(backend: Backend) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Base64url session IDs can begin with `-`: read as the ID, not an option.
+    let fingerprint_of = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["audit", "fingerprint", "--config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let dashed = format!("-b{}", &id[2..]);
+    let bare = fingerprint_of(&[&dashed]);
+    assert_eq!(bare.len(), 32);
+    assert_eq!(bare, fingerprint_of(&["--", &dashed]));
+    assert_ne!(bare, issued["session_fp"].as_str().unwrap());
     // Never a raw session ID or token.
     let text = std::fs::read_to_string(app.audit_path()).unwrap();
     assert!(!text.contains(&id));

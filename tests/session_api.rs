@@ -516,7 +516,12 @@ async fn session_show_prints_the_record_and_its_ttl() {
     );
     assert!(stdout.contains("\"user_id\": \"sam\""), "{stdout}");
     assert!(stdout.contains(&id), "{stdout}");
-    for probe in ["A".repeat(43), "nonsense".to_owned()] {
+    // A base64url ID may begin with `-`; it is looked up, not read as an option.
+    for probe in [
+        "A".repeat(43),
+        "nonsense".to_owned(),
+        format!("-{}", "A".repeat(42)),
+    ] {
         let out = run(probe).await;
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("not found"));

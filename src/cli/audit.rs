@@ -54,6 +54,9 @@ pub enum AuditAction {
     Fingerprint {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The session ID. Base64url IDs may begin with `-`, so it is read
+        /// as a value even then.
+        #[arg(allow_hyphen_values = true)]
         session_id: String,
     },
 }

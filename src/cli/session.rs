@@ -19,6 +19,9 @@ pub enum SessionAction {
     /// store trouble.
     Show {
         /// The session ID (as in the site's cookie or `X-Session-Id`).
+        /// Base64url IDs may begin with `-`, so it is read as a value even
+        /// then.
+        #[arg(allow_hyphen_values = true)]
         id: String,
         #[arg(long)]
         config: Option<PathBuf>,
