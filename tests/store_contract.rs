@@ -48,6 +48,15 @@ async fn redis_backend() -> Backend<RedisStore> {
     }
 }
 
+/// A server worker's own handle (its own connection, opened on first use).
+async fn redis_worker_backend() -> Backend<RedisStore> {
+    let backend = redis_backend().await;
+    Backend {
+        store: backend.store.for_worker(),
+        server: backend.server,
+    }
+}
+
 async fn start_redis() -> RedisServer {
     tokio::task::spawn_blocking(RedisServer::start)
         .await
@@ -633,7 +642,8 @@ async fn get_and_touch_slides_within_the_absolute_expiry<S: Store>(b: &Backend<S
     );
 }
 
-/// One `#[tokio::test]` per case and backend: `memory_store::<case>`, `redis_store::<case>`.
+/// One `#[tokio::test]` per case and backend: `memory_store::<case>`,
+/// `redis_store::<case>`, `redis_worker_link::<case>`.
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
         mod memory_store {
@@ -650,6 +660,15 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let backend = super::redis_backend().await;
+                    super::$case(&backend).await;
+                }
+            )+
+        }
+        mod redis_worker_link {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = super::redis_worker_backend().await;
                     super::$case(&backend).await;
                 }
             )+
@@ -927,4 +946,36 @@ async fn redis_reports_unreadable_records_as_corrupt() {
         backend.store.get_session(&s.id).await,
         Err(StoreError::Corrupt(_))
     ));
+}
+
+/// Server workers each have their own connection. One that sat idle through
+/// an outage must not fail its first call once another worker has seen
+/// Redis answer again (the bridge is ready by then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_worker_links_idle_through_an_outage_recover_with_the_others() {
+    let mut server = start_redis().await;
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let (busy, idle) = (store.for_worker(), store.for_worker());
+    let s = session(&new_id());
+    busy.create_session(&s, LONG).await.unwrap();
+    assert_eq!(idle.get_session(&s.id).await.unwrap(), Some(s.clone()));
+
+    server.kill();
+    let r = answers_in_time("ping while down", busy.ping()).await;
+    assert_unavailable("ping while down", r, &[s.id.expose()]);
+    tokio::task::block_in_place(|| server.restart());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answers_in_time("ping after restart", busy.ping())
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the busy link did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The idle link's connection died with the old server: it is replaced
+    // before this call, which therefore succeeds the first time.
+    assert_eq!(idle.get_session(&s.id).await.unwrap(), None);
+    idle.create_session(&s, LONG).await.unwrap();
+    assert_eq!(busy.get_session(&s.id).await.unwrap(), Some(s));
 }

@@ -23,7 +23,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use error::HttpError;
 
-/// Shared by every request.
+/// Shared by every request (each server worker has a copy that differs
+/// only in its store handle: see [`AppState::for_worker`]).
+#[derive(Clone)]
 pub struct AppState {
     pub bridge: Bridge,
     pub clock: Clock,
@@ -43,6 +45,17 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// Rate limits per client IP from `[limits]`.
     pub rate_limits: std::sync::Arc<rate_limit::RateLimits>,
+}
+
+impl AppState {
+    /// This state for one server worker: the same everything, but the
+    /// worker's own store handle, so its Redis I/O runs on its own thread.
+    #[must_use]
+    pub fn for_worker(&self) -> Self {
+        let mut state = self.clone();
+        state.bridge.store = self.bridge.store.for_worker();
+        state
+    }
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, HttpError> {
@@ -94,13 +107,13 @@ pub fn serve(
     let demo = state.demo;
     let topology = std::sync::Arc::clone(&state.bridge.topology);
     let limits = state.limits.clone();
-    let state = web::Data::new(state);
     // Middleware runs outermost first: the request ID, then the security
     // headers (so refusals get them too), then the limits, then the rate
     // limits (an oversize request is refused without spending a budget).
+    // The factory runs once on each worker's thread.
     let mut server = HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(web::Data::new(state.for_worker()))
             .wrap(from_fn(rate_limit::enforce))
             .wrap(from_fn(limits::enforce))
             .wrap(from_fn(headers::security_headers))

@@ -253,6 +253,16 @@ pub enum AnyStore {
 }
 
 impl AnyStore {
+    /// A handle for one server worker (see [`RedisStore::for_worker`]); the
+    /// memory store is one map, shared.
+    #[must_use]
+    pub fn for_worker(&self) -> Self {
+        match self {
+            Self::Memory(store) => Self::Memory(store.clone()),
+            Self::Redis(store) => Self::Redis(store.with_inner(store.inner().for_worker())),
+        }
+    }
+
     /// Short name for logs and `/readyz`.
     pub fn kind(&self) -> &'static str {
         match self {

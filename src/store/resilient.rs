@@ -100,6 +100,18 @@ impl<S: Store + Clone + 'static> Resilient<S> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// This wrapper around another handle of the wrapped store (a server
+    /// worker's own, say), sharing the queue, the cache and the metrics.
+    #[must_use]
+    pub fn with_inner(&self, inner: S) -> Self {
+        Self {
+            inner,
+            cache_ttl: self.cache_ttl,
+            state: Arc::clone(&self.state),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// The wrapped store.
     pub fn inner(&self) -> &S {
         &self.inner

@@ -1,7 +1,9 @@
 //! The Redis backend: one server by URL, a master found through Sentinel, or
 //! a Redis Cluster — all through the `redis` crate's own support.
 //!
-//! - **One server** (`[store] url`): a reconnecting [`ConnectionManager`].
+//! - **One server** (`[store] url`): a reconnecting [`ConnectionManager`],
+//!   and one more per server worker ([`RedisStore::for_worker`]; see
+//!   `worker.rs` for why and how a link idle through an outage recovers).
 //! - **Cluster** (`[store] cluster`): a [`ClusterConnection`] from
 //!   [`ClusterClient`]; every command and script names exactly one key, so
 //!   the crate routes it (EVALSHA/EVAL by its key) to the node owning the
@@ -79,6 +81,7 @@ use redis::{
 };
 mod codec;
 mod sentinel;
+mod worker;
 
 use codec::*;
 use sentinel::SentinelMaster;
@@ -86,6 +89,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use worker::{Health, Outcome, Server, WorkerLink};
 
 /// Each TCP connect (with the handshake) gives up after this long.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -122,7 +126,9 @@ pub struct RedisStore {
 
 #[derive(Clone)]
 enum Backend {
-    Single(ConnectionManager),
+    Single(Arc<Server>),
+    /// A worker's own connection to the one server.
+    Worker(Arc<WorkerLink>),
     Cluster(ClusterConnection),
     Sentinel(Arc<SentinelMaster>),
 }
@@ -131,7 +137,7 @@ impl fmt::Debug for RedisStore {
     // The connections' own Debug prints the connection info (URL, user): keep it out of logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.backend {
-            Backend::Single(_) => "RedisStore(single)",
+            Backend::Single(_) | Backend::Worker(_) => "RedisStore(single)",
             Backend::Cluster(_) => "RedisStore(cluster)",
             Backend::Sentinel(_) => "RedisStore(sentinel)",
         })
@@ -251,11 +257,11 @@ impl RedisStore {
             .set_min_delay(RECONNECT_MIN_DELAY)
             .set_max_delay(RECONNECT_MAX_DELAY)
             .set_exponent_base(2.0);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
             .await
             .map_err(|e| unavailable(&e))?;
         Ok(Self {
-            backend: Backend::Single(conn),
+            backend: Backend::Single(Arc::new(Server::new(conn, client, config))),
         })
     }
 
@@ -323,6 +329,22 @@ impl RedisStore {
         })
     }
 
+    /// A handle for one server worker: on one server, its own connection,
+    /// opened on the runtime of its first call (so one worker's commands
+    /// never wait on another thread); on Cluster and Sentinel, this store.
+    /// The handle shares everything else with this store.
+    #[must_use]
+    pub fn for_worker(&self) -> Self {
+        let server = match &self.backend {
+            Backend::Single(server) => Arc::clone(server),
+            Backend::Worker(link) => Arc::clone(&link.server),
+            Backend::Cluster(_) | Backend::Sentinel(_) => return self.clone(),
+        };
+        Self {
+            backend: Backend::Worker(Arc::new(WorkerLink::new(server))),
+        }
+    }
+
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
         self.run(Op::Cmd(cmd)).await
     }
@@ -335,11 +357,13 @@ impl RedisStore {
     /// [`CALL_TIMEOUT`].
     async fn run(&self, op: Op<'_>) -> Result<Value, StoreError> {
         match &self.backend {
-            Backend::Single(conn) => {
-                let mut conn = conn.clone();
-                bounded(CALL_TIMEOUT, op.exec(&mut conn))
-                    .await?
-                    .map_err(|e| unavailable(&e))
+            Backend::Single(server) => {
+                let mut conn = server.shared.clone();
+                exec_noting_health(&server.health, &mut conn, op).await
+            }
+            Backend::Worker(link) => {
+                let mut conn = link.connection()?;
+                exec_noting_health(&link.server.health, &mut conn, op).await
             }
             Backend::Cluster(conn) => {
                 let mut conn = conn.clone();
@@ -366,6 +390,21 @@ impl Op<'_> {
             // SCRIPT LOAD and EVALSHA again.
             Self::Script(script) => script.invoke_async(conn).await,
         }
+    }
+}
+
+/// Runs `op` within [`CALL_TIMEOUT`] and tells `health` what it said about
+/// the connection.
+async fn exec_noting_health(
+    health: &Health,
+    conn: &mut ConnectionManager,
+    op: Op<'_>,
+) -> Result<Value, StoreError> {
+    let result = tokio::time::timeout(CALL_TIMEOUT, op.exec(conn)).await.ok();
+    health.record(Outcome::of(result.as_ref()));
+    match result {
+        Some(reply) => reply.map_err(|e| unavailable(&e)),
+        None => Err(StoreError::Unavailable("redis timed out".to_owned())),
     }
 }
 
