@@ -12,6 +12,11 @@
 //!
 //! `cargo bench` runs this without `--serve`: it then only says how to use it.
 
+// The product's allocator (see src/main.rs): the comparison is of the work
+// done, not of malloc implementations.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use actix_web::cookie::Cookie;
 use actix_web::http::header;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};

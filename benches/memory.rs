@@ -12,6 +12,10 @@ use session_bridge::store::{MemoryStore, RedisStore, Session, SessionId, Store, 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// The allocator of the `session-bridge` binary, so the resident size is the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const MEMORY_SESSIONS: usize = 1_000_000;
 const REDIS_SESSIONS: usize = 100_000;
 const TTL: Duration = Duration::from_secs(3600);

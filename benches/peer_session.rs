@@ -9,6 +9,11 @@
 //!
 //! `cargo bench` runs this without `--serve`: it then only says how to use it.
 
+// The product's allocator (see src/main.rs): the comparison is of the work
+// done, not of malloc implementations.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use actix_session::config::{PersistentSession, TtlExtensionPolicy};
 use actix_session::storage::RedisSessionStore;
 use actix_session::{Session, SessionMiddleware};
