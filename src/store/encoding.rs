@@ -65,6 +65,63 @@ struct Read {
     version: u64,
 }
 
+/// [`Write`] without the id: the memory store keeps each session under its
+/// id already (see `store::memory`), so writing the id again (51 bytes of
+/// `"id":"…",`) would only spend memory. Same names as [`Write`], same order.
+#[derive(Serialize)]
+struct WriteWithoutId<'a> {
+    #[serde(rename = "u", skip_serializing_if = "Option::is_none")]
+    user_id: &'a Option<String>,
+    #[serde(rename = "a", skip_serializing_if = "Option::is_none")]
+    auth_ref: &'a Option<String>,
+    #[serde(rename = "c")]
+    created_at: i64,
+    #[serde(rename = "l")]
+    last_seen: i64,
+    #[serde(rename = "x")]
+    absolute_expires_at: i64,
+    #[serde(rename = "o")]
+    origin_site: &'a str,
+    #[serde(rename = "j")]
+    joined_sites: &'a [String],
+    #[serde(rename = "d")]
+    data: &'a Map<String, Value>,
+    #[serde(rename = "v")]
+    version: u64,
+}
+
+/// What [`WriteWithoutId`] wrote. Only ever written by this release, in
+/// process, so the long names of earlier records are not needed.
+#[derive(Deserialize)]
+struct ReadWithoutId {
+    #[serde(default, rename = "u")]
+    user_id: Option<String>,
+    #[serde(default, rename = "a")]
+    auth_ref: Option<String>,
+    #[serde(rename = "c")]
+    created_at: i64,
+    #[serde(rename = "l")]
+    last_seen: i64,
+    #[serde(rename = "x")]
+    absolute_expires_at: i64,
+    #[serde(rename = "o")]
+    origin_site: String,
+    #[serde(rename = "j")]
+    joined_sites: Vec<String>,
+    #[serde(rename = "d")]
+    data: Map<String, Value>,
+    #[serde(rename = "v")]
+    version: u64,
+}
+
+/// Just the version of a record [`WriteWithoutId`] wrote: compare-and-set
+/// needs no more, and skipping the rest builds no strings or maps.
+#[derive(Deserialize)]
+struct ReadVersion {
+    #[serde(rename = "v")]
+    version: u64,
+}
+
 /// The stored form of `session`.
 pub fn encode_session(session: &Session) -> Result<String, StoreError> {
     serde_json::to_string(&Write {
@@ -103,6 +160,51 @@ pub fn decode_session(bytes: &[u8], id: &SessionId) -> Result<Session, StoreErro
         data: read.data,
         version: read.version,
     })
+}
+
+/// The stored form of `session` without its id, for a store that keeps the
+/// id beside the record (the memory store). Not for Redis: its scripts read
+/// the id inside the record.
+pub fn encode_session_without_id(session: &Session) -> Result<String, StoreError> {
+    serde_json::to_string(&WriteWithoutId {
+        user_id: &session.user_id,
+        auth_ref: &session.auth_ref,
+        created_at: session.created_at,
+        last_seen: session.last_seen,
+        absolute_expires_at: session.absolute_expires_at,
+        origin_site: &session.origin_site,
+        joined_sites: &session.joined_sites,
+        data: &session.data,
+        version: session.version,
+    })
+    .map_err(|_| StoreError::Corrupt("session cannot be encoded".to_owned()))
+}
+
+/// Reads what [`encode_session_without_id`] wrote; the session's id is `id`,
+/// the one it was kept under.
+pub fn decode_session_without_id(bytes: &[u8], id: &SessionId) -> Result<Session, StoreError> {
+    let read: ReadWithoutId = serde_json::from_slice(bytes)
+        .map_err(|_| StoreError::Corrupt("session is not valid JSON".to_owned()))?;
+    Ok(Session {
+        id: id.clone(),
+        user_id: read.user_id,
+        auth_ref: read.auth_ref,
+        created_at: read.created_at,
+        last_seen: read.last_seen,
+        absolute_expires_at: read.absolute_expires_at,
+        origin_site: read.origin_site,
+        joined_sites: read.joined_sites,
+        data: read.data,
+        version: read.version,
+    })
+}
+
+/// The version of a record [`encode_session_without_id`] wrote, without
+/// decoding the rest.
+pub fn session_version_without_id(bytes: &[u8]) -> Result<u64, StoreError> {
+    serde_json::from_slice::<ReadVersion>(bytes)
+        .map(|read| read.version)
+        .map_err(|_| StoreError::Corrupt("session is not valid JSON".to_owned()))
 }
 
 #[cfg(test)]
@@ -152,6 +254,51 @@ mod tests {
         let other = SessionId::from_generated("B".repeat(43));
         assert!(matches!(
             decode_session(encoded.as_bytes(), &other),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn without_id_round_trips_and_is_the_full_form_minus_the_id() {
+        let fields = |json: &str| -> Map<String, Value> { serde_json::from_str(json).unwrap() };
+        let mut full = fields(&encode_session(&session()).unwrap());
+        let short = encode_session_without_id(&session()).unwrap();
+        assert!(full.remove("id").is_some());
+        // The same names and values, whatever the order of either form.
+        assert_eq!(fields(&short), full);
+        let id = session().id;
+        assert_eq!(
+            decode_session_without_id(short.as_bytes(), &id).unwrap(),
+            session()
+        );
+        assert_eq!(session_version_without_id(short.as_bytes()).unwrap(), 7);
+    }
+
+    #[test]
+    fn without_id_takes_the_id_from_the_caller() {
+        let short = encode_session_without_id(&session()).unwrap();
+        assert!(!short.contains(session().id.expose()), "{short}");
+        let other = SessionId::from_generated("B".repeat(43));
+        let read = decode_session_without_id(short.as_bytes(), &other).unwrap();
+        assert_eq!(read.id, other);
+        assert_eq!(
+            read,
+            Session {
+                id: other,
+                ..session()
+            }
+        );
+    }
+
+    #[test]
+    fn without_id_refuses_what_is_not_a_record() {
+        let id = session().id;
+        assert!(matches!(
+            decode_session_without_id(b"{\"v\":1}", &id),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            session_version_without_id(b"not json"),
             Err(StoreError::Corrupt(_))
         ));
     }
