@@ -979,3 +979,98 @@ async fn redis_worker_links_idle_through_an_outage_recover_with_the_others() {
     idle.create_session(&s, LONG).await.unwrap();
     assert_eq!(busy.get_session(&s.id).await.unwrap(), Some(s));
 }
+
+/// Recording a token reads its session inside Redis: from the field order
+/// the store writes (`id`, `x`, `o`, `j` first) without decoding it, and
+/// from any other shape (long names, another order) by decoding it. Both
+/// readings agree, and nothing a user controls can pose as those fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_reads_a_session_for_a_token_in_every_stored_shape() {
+    let backend = redis_backend().await;
+    let store = &backend.store;
+    let client = redis::Client::open(backend.server.as_ref().unwrap().url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    // Started on `account`, joined by `checkout` only; its user name and
+    // data imitate the fields with other sites and a later expiry.
+    let decoy = serde_json::json!({"x": 9_999_999_999_i64, "o": "shop", "j": ["shop"]});
+    let mut base = session(&new_id());
+    base.joined_sites = vec!["checkout".to_owned()];
+    base.user_id = Some(r#"","x":9999999999,"o":"shop","j":["shop"],"u":""#.to_owned());
+    base.data = decoy.as_object().cloned().unwrap();
+    let now = base.absolute_expires_at - 100;
+    let long_names = |s: &Session| serde_json::to_string(s).unwrap();
+    let other_order = |s: &Session| {
+        serde_json::json!({
+            "d": s.data, "u": s.user_id, "a": s.auth_ref, "c": s.created_at,
+            "l": s.last_seen, "v": s.version, "j": s.joined_sites, "o": s.origin_site,
+            "x": s.absolute_expires_at, "id": s.id.expose(),
+        })
+        .to_string()
+    };
+    for shape in [
+        "as the store writes it",
+        "long names",
+        "compact names, another order",
+    ] {
+        let s = Session {
+            id: new_id(),
+            ..base.clone()
+        };
+        match shape {
+            "as the store writes it" => store.create_session(&s, LONG).await.unwrap(),
+            _ => {
+                let text = if shape == "long names" {
+                    long_names(&s)
+                } else {
+                    other_order(&s)
+                };
+                redis::cmd("SET")
+                    .arg(format!("sb:s:{}", s.id.expose()))
+                    .arg(text)
+                    .exec_async(&mut con)
+                    .await
+                    .unwrap();
+            }
+        }
+        let record = |aud: &str| TokenRecord {
+            aud: aud.to_owned(),
+            ..record(&s.id)
+        };
+        let issue = |aud: &'static str, issuer: &'static str, at: i64| {
+            let rec = record(aud);
+            async move {
+                store
+                    .put_token_for_session(&new_jti(), &rec, issuer, at, LONG)
+                    .await
+                    .unwrap()
+            }
+        };
+        let recorded = |receiver_joined| IssueOutcome::Recorded { receiver_joined };
+        assert_eq!(
+            issue("checkout", "account", now).await,
+            recorded(true),
+            "{shape}"
+        );
+        assert_eq!(
+            issue("shop", "account", now).await,
+            recorded(false),
+            "{shape}"
+        );
+        assert_eq!(
+            issue("account", "checkout", now).await,
+            recorded(true),
+            "{shape}"
+        );
+        assert_eq!(
+            issue("account", "shop", now).await,
+            IssueOutcome::NoSession,
+            "{shape}"
+        );
+        let expired = s.absolute_expires_at;
+        assert_eq!(
+            issue("checkout", "account", expired).await,
+            IssueOutcome::NoSession,
+            "{shape}"
+        );
+    }
+}

@@ -19,9 +19,19 @@ use super::{Session, SessionId, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// Field order matters: `id`, `x`, `o` and `j` come first, before anything
+/// a user controls, so the Redis script that records a token reads them with
+/// one anchored pattern instead of decoding the record (see
+/// `store::redis::codec::ISSUE_TOKEN`). Readers do not depend on the order.
 #[derive(Serialize)]
 struct Write<'a> {
     id: &'a SessionId,
+    #[serde(rename = "x")]
+    absolute_expires_at: i64,
+    #[serde(rename = "o")]
+    origin_site: &'a str,
+    #[serde(rename = "j")]
+    joined_sites: &'a [String],
     #[serde(rename = "u", skip_serializing_if = "Option::is_none")]
     user_id: &'a Option<String>,
     #[serde(rename = "a", skip_serializing_if = "Option::is_none")]
@@ -30,12 +40,6 @@ struct Write<'a> {
     created_at: i64,
     #[serde(rename = "l")]
     last_seen: i64,
-    #[serde(rename = "x")]
-    absolute_expires_at: i64,
-    #[serde(rename = "o")]
-    origin_site: &'a str,
-    #[serde(rename = "j")]
-    joined_sites: &'a [String],
     #[serde(rename = "d")]
     data: &'a Map<String, Value>,
     #[serde(rename = "v")]
@@ -238,6 +242,17 @@ mod tests {
         assert!(!encoded.contains("\"a\""), "absent fields are left out");
         let id = session().id;
         assert_eq!(decode_session(encoded.as_bytes(), &id).unwrap(), session());
+    }
+
+    #[test]
+    fn the_fields_a_token_needs_come_first() {
+        // The Redis script that records a token matches exactly this prefix.
+        let encoded = encode_session(&session()).unwrap();
+        let prefix = format!(
+            r#"{{"id":"{}","x":1800043200,"o":"account","j":["account","shop"],"u":"ada","#,
+            "A".repeat(43)
+        );
+        assert!(encoded.starts_with(&prefix), "{encoded}");
     }
 
     #[test]
