@@ -34,12 +34,35 @@ pub enum Issued {
     Login { url: String },
 }
 
-fn query(pairs: &[(&str, &str)]) -> String {
-    let mut serializer = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in pairs {
-        serializer.append_pair(name, value);
+/// `name=value&…`, form-encoded exactly as `form_urlencoded::Serializer`
+/// would. Text that needs no escaping (tokens and challenges: base64url and
+/// dots) is copied whole; the encoder walks only the rest byte by byte.
+pub(crate) fn query(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(
+        pairs
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 2)
+            .sum(),
+    );
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        push_form_encoded(&mut out, name);
+        out.push('=');
+        push_form_encoded(&mut out, value);
     }
-    serializer.finish()
+    out
+}
+
+fn push_form_encoded(out: &mut String, text: &str) {
+    // The bytes `application/x-www-form-urlencoded` leaves as they are.
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_');
+    if text.bytes().all(plain) {
+        out.push_str(text);
+    } else {
+        out.extend(form_urlencoded::byte_serialize(text.as_bytes()));
+    }
 }
 
 impl Bridge {
@@ -184,5 +207,30 @@ impl Bridge {
             mode,
             new_session: Some(session.id),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_encoded_as_the_form_serializer_does() {
+        let values = [
+            "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJhIn0.c2ln-_",
+            "/cart?x=1&y=2",
+            "a b+c~d*e",
+            "tilde~is~escaped",
+            "a*b.c-d_e",
+            "ünïcode/%2F",
+            "",
+        ];
+        for value in values {
+            let expected = form_urlencoded::Serializer::new(String::new())
+                .append_pair("token", value)
+                .append_pair("return_to", value)
+                .finish();
+            assert_eq!(query(&[("token", value), ("return_to", value)]), expected);
+        }
     }
 }

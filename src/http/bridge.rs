@@ -85,9 +85,7 @@ pub async fn issue(
         } => {
             let mut response = match mode {
                 ResponseMode::Query => {
-                    let query = url::form_urlencoded::Serializer::new(String::new())
-                        .append_pair("token", &token)
-                        .finish();
+                    let query = crate::flows::redirect::query(&[("token", &token)]);
                     see_other(&format!("{accept_url}?{query}"))
                 }
                 ResponseMode::FormPost => form_post_page(&req, &accept_url, &token)?,

@@ -9,7 +9,7 @@ use crate::topology::{Origin, SameSite, Site, Topology};
 use actix_web::cookie::{Cookie, SameSite as CookieSameSite, time::Duration as CookieDuration};
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 use url::form_urlencoded;
 
@@ -35,30 +35,48 @@ pub fn site_of(req: &HttpRequest, topology: &Topology) -> Result<(Arc<Site>, Ori
 }
 
 /// Query or form parameters, each name at most once: a repeated name is
-/// refused rather than resolved by first-wins or last-wins.
+/// refused rather than resolved by first-wins or last-wins. Values borrow
+/// from the request where no decoding was needed (a token never needs any).
 #[derive(Debug, Default)]
-pub struct Params(HashMap<String, String>);
+pub struct Params<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl Params {
-    pub fn parse(encoded: &[u8], req: &HttpRequest) -> Result<Self, HttpError> {
-        let mut map = HashMap::new();
-        for (name, value) in form_urlencoded::parse(encoded) {
-            if map
-                .insert(name.clone().into_owned(), value.into_owned())
-                .is_some()
-            {
-                return Err(HttpError::duplicate_parameter(&name, req));
-            }
+/// Up to this many parameters, duplicates are found by comparing every
+/// pair; past it, by sorting (a hostile query of thousands of names stays
+/// O(n log n)).
+const PAIRWISE_LIMIT: usize = 16;
+
+impl<'a> Params<'a> {
+    pub fn parse(encoded: &'a [u8], req: &HttpRequest) -> Result<Self, HttpError> {
+        let pairs: Vec<_> = form_urlencoded::parse(encoded).collect();
+        let duplicate = if pairs.len() <= PAIRWISE_LIMIT {
+            pairs
+                .iter()
+                .enumerate()
+                .find(|(i, (name, _))| pairs[..*i].iter().any(|(seen, _)| seen == name))
+                .map(|(_, (name, _))| name.clone())
+        } else {
+            let mut names: Vec<&Cow<'_, str>> = pairs.iter().map(|(name, _)| name).collect();
+            names.sort_unstable();
+            names
+                .windows(2)
+                .find(|pair| pair[0] == pair[1])
+                .map(|pair| pair[0].clone())
+        };
+        match duplicate {
+            Some(name) => Err(HttpError::duplicate_parameter(&name, req)),
+            None => Ok(Self(pairs)),
         }
-        Ok(Self(map))
     }
 
-    pub fn query(req: &HttpRequest) -> Result<Self, HttpError> {
+    pub fn query(req: &'a HttpRequest) -> Result<Self, HttpError> {
         Self::parse(req.query_string().as_bytes(), req)
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_ref())
     }
 
     pub fn require(&self, name: &'static str, req: &HttpRequest) -> Result<&str, HttpError> {
@@ -311,6 +329,42 @@ pub fn is_same_origin_request(req: &HttpRequest, site: &Site) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parsed(query: &str) -> Result<Vec<(String, String)>, String> {
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        Params::parse(query.as_bytes(), &req)
+            .map(|p| {
+                p.0.into_iter()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+            .map_err(|e| e.code.to_owned())
+    }
+
+    #[test]
+    fn a_repeated_parameter_is_refused_however_many_there_are() {
+        assert_eq!(
+            parsed("a=1&b=%2F+x").unwrap(),
+            [("a".into(), "1".into()), ("b".into(), "/ x".into())]
+        );
+        assert_eq!(
+            parsed("token=x&to=y&token=x").unwrap_err(),
+            "duplicate_parameter"
+        );
+        // Past the pairwise limit, found by sorting; encoded names compare decoded.
+        let many: Vec<String> = (0..40).map(|i| format!("p{i}=v")).collect();
+        let unique = many.join("&");
+        assert_eq!(parsed(&unique).unwrap().len(), 40);
+        assert_eq!(
+            parsed(&format!("{unique}&p%317=again")).unwrap_err(),
+            "duplicate_parameter"
+        );
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        let params = Params::parse(b"to=shop&mode=", &req).unwrap();
+        assert_eq!(params.get("to"), Some("shop"));
+        assert_eq!(params.get("mode"), Some(""));
+        assert_eq!(params.get("nope"), None);
+    }
 
     fn value<'a>(headers: &[&'a str], name: &str) -> Option<&'a str> {
         cookie_value(headers.iter().map(|h| h.as_bytes()), name)

@@ -82,6 +82,12 @@ impl Topology {
 
     /// Like [`Topology::site_for_host`], with the matching origin.
     pub fn site_and_origin_for_host(&self, host: &str) -> Option<(&Arc<Site>, &Origin)> {
+        // Browsers send the authority as configured: found as it is, with no
+        // copy. Anything else (case, a trailing dot, a default port) below.
+        if let Some(&(site, origin)) = self.by_authority.get(host) {
+            let site = &self.sites[site];
+            return Some((site, &site.origins[origin]));
+        }
         let host = host.trim().to_ascii_lowercase();
         let (name, port) = match host.rsplit_once(':') {
             Some((name, port)) if !port.contains(']') => (name, Some(port)),
@@ -104,6 +110,16 @@ impl Topology {
     /// contain `:` or `/`). Gives the origin too when one was named.
     pub fn resolve(&self, reference: &str) -> Option<(&Arc<Site>, Option<Origin>)> {
         if reference.contains(':') || reference.contains('/') {
+            // An origin exactly as the bridge writes it (its own redirects
+            // do) is found without parsing; a canonical origin parses to
+            // itself, so the answer is the one parsing would give.
+            if let Some((scheme, authority)) = reference.split_once("://")
+                && let Some(&(site, origin)) = self.by_authority.get(authority)
+                && self.sites[site].origins[origin].scheme().as_str() == scheme
+            {
+                let site = &self.sites[site];
+                return Some((site, Some(site.origins[origin].clone())));
+            }
             let origin = Origin::parse(reference).ok()?;
             let site = self.site_for_host(&origin.authority())?;
             site.origin_matching(&origin)?;

@@ -36,6 +36,32 @@ fn resolves_ids_and_exact_origins() {
             .is_none()
     );
     assert!(topology.resolve("nobody").is_none());
+    // The exact lookup answers as parsing does, for every spelling.
+    let by_parsing = |text: &str| {
+        let origin = Origin::parse(text).ok()?;
+        let site = topology.site_for_host(&origin.authority())?;
+        site.origin_matching(&origin)?;
+        Some((site.id.clone(), origin.to_string()))
+    };
+    for spelling in [
+        "http://account.localhost:8080",
+        "HTTP://Account.localhost:8080",
+        "http://account.localhost.:8080",
+        "http://account.localhost:8080/",
+        "https://account.localhost:8080",
+        "ftp://account.localhost:8080",
+        "http://account.localhost:8080?x",
+        "://account.localhost:8080",
+        "http://shop.localhost:8080",
+    ] {
+        let resolved = topology.resolve(spelling).map(|(site, origin)| {
+            (
+                site.id.clone(),
+                origin.map(|o| o.to_string()).unwrap_or_default(),
+            )
+        });
+        assert_eq!(resolved, by_parsing(spelling), "{spelling}");
+    }
 }
 
 #[test]
