@@ -34,10 +34,14 @@ pub async fn observe(
     let started = Instant::now();
     let id = uuid::Uuid::now_v7().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let endpoint = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().to_string();
+    // The metric's labels, built once: the log line borrows them.
+    let labels = crate::metrics::EndpointLabels {
+        endpoint: req
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned()),
+        method: req.method().as_str().to_owned(),
+    };
+    let (endpoint, method) = (labels.endpoint.as_str(), labels.method.as_str());
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let mut response = next.call(req).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -57,12 +61,9 @@ pub async fn observe(
         let metrics = &state.metrics;
         metrics
             .request_duration
-            .get_or_create(&crate::metrics::EndpointLabels {
-                endpoint: endpoint.clone(),
-                method: method.clone(),
-            })
+            .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
-        let flow = match endpoint.as_str() {
+        let flow = match endpoint {
             "/bridge/accept" => Some("redirect"),
             "/bridge/exchange" => Some("postmessage"),
             _ => None,
@@ -87,8 +88,8 @@ pub async fn observe(
                 target: "access",
                 $level,
                 request_id = id.as_str(),
-                method = method.as_str(),
-                endpoint = endpoint.as_str(),
+                method = method,
+                endpoint = endpoint,
                 status = status.as_u16(),
                 code = code.unwrap_or(""),
                 micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
