@@ -6,7 +6,7 @@ use super::{Latencies, Shared};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use super::http::authority;
 
@@ -67,13 +67,19 @@ async fn run_browser(shared: &Shared, index: usize) -> Result<ThreadOutcome, Str
     let home = nodes[index % nodes.len()];
     let steps = shared.options.scenario.steps().len();
     let mut outcome = ThreadOutcome::new(shared)?;
-    let browser = match Browser::new(&shared.options, home, index).await {
+    let browser = Browser::new(&shared.options, home, index).await;
+    shared.ready();
+    let browser = match browser {
         Ok(browser) => browser,
         Err(failure) => {
             outcome.errors.insert(format!("setup:{}", failure.code), 1);
             return Ok(outcome);
         }
     };
+    // The run starts when every browser is ready.
+    while shared.started().is_none() {
+        actix_web::rt::time::sleep(Duration::from_millis(1)).await;
+    }
     let mut round = index;
     while let Some(due) = shared.next() {
         let now = Instant::now();

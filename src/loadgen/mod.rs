@@ -30,8 +30,8 @@ pub use scenario::{MAX_STEPS, Scenario};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What to run.
@@ -107,30 +107,49 @@ impl Latencies {
 /// Shared between the client threads.
 struct Shared {
     options: LoadOptions,
-    started: Instant,
+    /// When the last virtual browser finished its setup (its session and
+    /// connections): the run, its schedule and its clock start there, so
+    /// setup is neither counted in the rate nor queued behind by the first
+    /// paced hand-offs.
+    started: OnceLock<Instant>,
+    /// Browsers still setting up.
+    setting_up: AtomicUsize,
     tickets: AtomicU64,
     done: AtomicU64,
     stop: AtomicBool,
 }
 
 impl Shared {
+    /// Marks one browser ready; the last one starts the run.
+    fn ready(&self) {
+        if self.setting_up.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = self.started.set(Instant::now());
+        }
+    }
+
+    /// When the run started, once every browser is ready.
+    fn started(&self) -> Option<Instant> {
+        self.started.get().copied()
+    }
+
     /// The next hand-off to run, and when it is due; `None` when the run is over.
     fn next(&self) -> Option<Instant> {
         if self.stop.load(Ordering::Relaxed) {
             return None;
         }
+        let started = self.started()?;
         let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
         if self.options.count.is_some_and(|count| ticket >= count) {
             return None;
         }
         let due = match self.options.rate {
-            Some(rate) => self.started + Duration::from_secs_f64(ticket as f64 / rate),
+            Some(rate) => started + Duration::from_secs_f64(ticket as f64 / rate),
             None => Instant::now(),
         };
         if self
             .options
             .duration
-            .is_some_and(|d| due.duration_since(self.started) >= d)
+            .is_some_and(|d| due.duration_since(started) >= d)
         {
             return None;
         }
@@ -204,11 +223,15 @@ fn drive(options: LoadOptions) -> Result<Totals, String> {
     let threads = options.threads.clamp(1, options.concurrency.max(1));
     let shared = Arc::new(Shared {
         options: options.clone(),
-        started: Instant::now(),
+        started: OnceLock::new(),
+        setting_up: AtomicUsize::new(options.concurrency.max(1)),
         tickets: AtomicU64::new(0),
         done: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
+    if options.concurrency == 0 {
+        shared.ready();
+    }
     let progress = options.progress.then(|| progress_bar(&options));
     let mut handles = Vec::new();
     for thread in 0..threads {
@@ -225,13 +248,19 @@ fn drive(options: LoadOptions) -> Result<Totals, String> {
             let done = shared.done.load(Ordering::Relaxed);
             match options.count {
                 Some(_) => bar.set_position(done),
-                None => bar.set_position(shared.started.elapsed().as_secs()),
+                None => bar.set_position(
+                    shared
+                        .started()
+                        .map_or(0, |started| started.elapsed().as_secs()),
+                ),
             }
             bar.set_message(format!("{done} {plural}"));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let elapsed = shared.started.elapsed();
+    let elapsed = shared
+        .started()
+        .map_or(Duration::ZERO, |started| started.elapsed());
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
