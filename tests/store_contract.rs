@@ -980,6 +980,28 @@ async fn redis_worker_links_idle_through_an_outage_recover_with_the_others() {
     assert_eq!(busy.get_session(&s.id).await.unwrap(), Some(s));
 }
 
+/// Redis restarted while nothing called through it: no request saw the
+/// outage, but the store's watcher did, and a worker's connection from
+/// before it is replaced before its next call, which therefore succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_worker_links_recover_from_an_outage_no_request_saw() {
+    let mut server = start_redis().await;
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let idle = store.for_worker();
+    let s = session(&new_id());
+    idle.create_session(&s, LONG).await.unwrap();
+
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::block_in_place(|| server.restart());
+    // The watcher pings twice a second: long enough for it to see the
+    // outage and its end.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(idle.get_session(&s.id).await.unwrap(), None);
+    idle.create_session(&s, LONG).await.unwrap();
+    assert_eq!(idle.get_session(&s.id).await.unwrap(), Some(s));
+}
+
 /// Recording a token reads its session inside Redis: from the field order
 /// the store writes (`id`, `x`, `o`, `j` first) without decoding it, and
 /// from any other shape (long names, another order) by decoding it. Both

@@ -260,8 +260,10 @@ impl RedisStore {
         let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
             .await
             .map_err(|e| unavailable(&e))?;
+        let server = Arc::new(Server::new(conn, client, config));
+        worker::watch(&server);
         Ok(Self {
-            backend: Backend::Single(Arc::new(Server::new(conn, client, config))),
+            backend: Backend::Single(server),
         })
     }
 

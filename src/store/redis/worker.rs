@@ -14,16 +14,25 @@
 //! while Redis was still down) would fail its first call after Redis is back,
 //! even though another worker already reported the store ready. So the links
 //! of one server share a [`Health`] with an epoch that moves when an outage
-//! starts (the first connection-level failure) and when it ends (the first
-//! success after one); a link made in an older epoch is replaced by a fresh
-//! one before its next call. Nothing is retried: a call that fails still
-//! fails closed, exactly as on the shared connection.
+//! starts (the first lost connection) and when it ends (the first success
+//! after one); a link made in an older epoch is replaced by a fresh one
+//! before its next call. A watcher pings through the shared connection every
+//! [`WATCH_EVERY`], so an outage no request saw (Redis restarted while the
+//! bridge was idle, or closed idle clients) moves the epoch too, within a
+//! second. A timeout does not: a slow server still holds working
+//! connections, and replacing them all would only add reconnects to its
+//! load. Nothing is retried: a call that fails still fails closed, exactly
+//! as on the shared connection.
 
 use super::{StoreError, unavailable};
 use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+/// How often the watcher pings through the shared connection.
+pub(super) const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// Outage bookkeeping shared by every connection to one server.
 #[derive(Debug, Default)]
@@ -55,8 +64,9 @@ impl Health {
                     self.epoch.fetch_add(1, Ordering::AcqRel);
                 }
             }
-            // A server error (a script's, READONLY…) says the link works.
-            Outcome::ServerError => {}
+            // A server error (a script's, READONLY…) says the link works; a
+            // timeout says nothing about it.
+            Outcome::ServerError | Outcome::Slow => {}
         }
     }
 }
@@ -66,6 +76,8 @@ impl Health {
 pub(super) enum Outcome {
     Answered,
     ServerError,
+    /// No answer in time (the response timeout or the outer deadline).
+    Slow,
     ConnectionLost,
 }
 
@@ -73,11 +85,10 @@ impl Outcome {
     /// Classifies a call's result; `None` is the outer deadline passing.
     pub(super) fn of<T>(result: Option<&Result<T, RedisError>>) -> Self {
         match result {
-            None => Self::ConnectionLost,
+            None => Self::Slow,
             Some(Ok(_)) => Self::Answered,
-            Some(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
-                Self::ConnectionLost
-            }
+            Some(Err(e)) if e.is_timeout() => Self::Slow,
+            Some(Err(e)) if e.is_io_error() || e.is_connection_dropped() => Self::ConnectionLost,
             Some(Err(_)) => Self::ServerError,
         }
     }
@@ -106,6 +117,29 @@ impl Server {
             health: Health::default(),
         }
     }
+}
+
+/// Pings through `server`'s shared connection every [`WATCH_EVERY`] and
+/// notes the outcome, until the store is dropped. Runs on the current
+/// runtime.
+pub(super) fn watch(server: &Arc<Server>) {
+    let server: Weak<Server> = Arc::downgrade(server);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            let Some(server) = server.upgrade() else {
+                return;
+            };
+            let mut conn = server.shared.clone();
+            let reply = tokio::time::timeout(
+                WATCH_EVERY,
+                redis::cmd("PING").query_async::<redis::Value>(&mut conn),
+            )
+            .await
+            .ok();
+            server.health.record(Outcome::of(reply.as_ref()));
+        }
+    });
 }
 
 /// A worker's own connection to a [`Server`], opened on first use.
@@ -158,6 +192,7 @@ mod tests {
         health.record(Outcome::ConnectionLost);
         assert_eq!(health.epoch(), 1, "an outage starts once");
         health.record(Outcome::ServerError);
+        health.record(Outcome::Slow);
         assert_eq!(health.epoch(), 1);
         health.record(Outcome::Answered);
         health.record(Outcome::Answered);
@@ -165,8 +200,13 @@ mod tests {
     }
 
     #[test]
-    fn a_missed_deadline_counts_as_a_lost_connection() {
-        assert_eq!(Outcome::of::<()>(None), Outcome::ConnectionLost);
+    fn a_slow_answer_is_not_a_lost_connection() {
+        let health = Health::default();
+        health.record(Outcome::Slow);
+        assert_eq!(health.epoch(), 0, "a timeout keeps the connections");
+        assert_eq!(Outcome::of::<()>(None), Outcome::Slow);
+        let timed_out: RedisError = std::io::Error::from(std::io::ErrorKind::TimedOut).into();
+        assert_eq!(Outcome::of::<()>(Some(&Err(timed_out))), Outcome::Slow);
         assert_eq!(Outcome::of::<()>(Some(&Ok(()))), Outcome::Answered);
         let io: RedisError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
         assert_eq!(Outcome::of::<()>(Some(&Err(io))), Outcome::ConnectionLost);
