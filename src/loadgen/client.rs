@@ -62,13 +62,24 @@ pub async fn run_thread(
     Ok(outcome)
 }
 
+/// Marks a browser's setup done when dropped.
+struct ReadyOnDrop<'a>(&'a Shared);
+
+impl Drop for ReadyOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.ready();
+    }
+}
+
 async fn run_browser(shared: &Shared, index: usize) -> Result<ThreadOutcome, String> {
     let nodes = &shared.options.connect;
     let home = nodes[index % nodes.len()];
     let steps = shared.options.scenario.steps().len();
     let mut outcome = ThreadOutcome::new(shared)?;
+    // Ready however setup ends, a panic included: the run waits for every browser.
+    let ready = ReadyOnDrop(shared);
     let browser = Browser::new(&shared.options, home, index).await;
-    shared.ready();
+    drop(ready);
     let browser = match browser {
         Ok(browser) => browser,
         Err(failure) => {
