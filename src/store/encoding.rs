@@ -25,7 +25,9 @@ use serde_json::{Map, Value};
 /// `store::redis::codec::ISSUE_TOKEN`). Readers do not depend on the order.
 #[derive(Serialize)]
 struct Write<'a> {
-    id: &'a SessionId,
+    /// Left out for a store that keeps the id beside the record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a SessionId>,
     #[serde(rename = "x")]
     absolute_expires_at: i64,
     #[serde(rename = "o")]
@@ -48,7 +50,9 @@ struct Write<'a> {
 
 #[derive(Deserialize)]
 struct Read {
-    id: SessionId,
+    /// Absent only from records written without it (the memory store's).
+    #[serde(default)]
+    id: Option<SessionId>,
     #[serde(default, rename = "u", alias = "user_id")]
     user_id: Option<String>,
     #[serde(default, rename = "a", alias = "auth_ref")]
@@ -69,56 +73,7 @@ struct Read {
     version: u64,
 }
 
-/// [`Write`] without the id: the memory store keeps each session under its
-/// id already (see `store::memory`), so writing the id again (51 bytes of
-/// `"id":"…",`) would only spend memory. Same names as [`Write`], same order.
-#[derive(Serialize)]
-struct WriteWithoutId<'a> {
-    #[serde(rename = "u", skip_serializing_if = "Option::is_none")]
-    user_id: &'a Option<String>,
-    #[serde(rename = "a", skip_serializing_if = "Option::is_none")]
-    auth_ref: &'a Option<String>,
-    #[serde(rename = "c")]
-    created_at: i64,
-    #[serde(rename = "l")]
-    last_seen: i64,
-    #[serde(rename = "x")]
-    absolute_expires_at: i64,
-    #[serde(rename = "o")]
-    origin_site: &'a str,
-    #[serde(rename = "j")]
-    joined_sites: &'a [String],
-    #[serde(rename = "d")]
-    data: &'a Map<String, Value>,
-    #[serde(rename = "v")]
-    version: u64,
-}
-
-/// What [`WriteWithoutId`] wrote. Only ever written by this release, in
-/// process, so the long names of earlier records are not needed.
-#[derive(Deserialize)]
-struct ReadWithoutId {
-    #[serde(default, rename = "u")]
-    user_id: Option<String>,
-    #[serde(default, rename = "a")]
-    auth_ref: Option<String>,
-    #[serde(rename = "c")]
-    created_at: i64,
-    #[serde(rename = "l")]
-    last_seen: i64,
-    #[serde(rename = "x")]
-    absolute_expires_at: i64,
-    #[serde(rename = "o")]
-    origin_site: String,
-    #[serde(rename = "j")]
-    joined_sites: Vec<String>,
-    #[serde(rename = "d")]
-    data: Map<String, Value>,
-    #[serde(rename = "v")]
-    version: u64,
-}
-
-/// Just the version of a record [`WriteWithoutId`] wrote: compare-and-set
+/// Just the version of a record [`encode_session_without_id`] wrote: compare-and-set
 /// needs no more, and skipping the rest builds no strings or maps.
 #[derive(Deserialize)]
 struct ReadVersion {
@@ -128,8 +83,12 @@ struct ReadVersion {
 
 /// The stored form of `session`.
 pub fn encode_session(session: &Session) -> Result<String, StoreError> {
+    write(session, Some(&session.id))
+}
+
+fn write(session: &Session, id: Option<&SessionId>) -> Result<String, StoreError> {
     serde_json::to_string(&Write {
-        id: &session.id,
+        id,
         user_id: &session.user_id,
         auth_ref: &session.auth_ref,
         created_at: session.created_at,
@@ -143,53 +102,9 @@ pub fn encode_session(session: &Session) -> Result<String, StoreError> {
     .map_err(|_| StoreError::Corrupt("session cannot be encoded".to_owned()))
 }
 
-/// Reads a stored session kept under `id`'s key.
-pub fn decode_session(bytes: &[u8], id: &SessionId) -> Result<Session, StoreError> {
-    let corrupt = |why: &str| StoreError::Corrupt(why.to_owned());
-    let read: Read =
-        serde_json::from_slice(bytes).map_err(|_| corrupt("session is not valid JSON"))?;
-    // The key is derived from the id; a record claiming another id was not written by us.
-    if &read.id != id {
-        return Err(corrupt("session id does not match its key"));
-    }
-    Ok(Session {
-        id: read.id,
-        user_id: read.user_id,
-        auth_ref: read.auth_ref,
-        created_at: read.created_at,
-        last_seen: read.last_seen,
-        absolute_expires_at: read.absolute_expires_at,
-        origin_site: read.origin_site,
-        joined_sites: read.joined_sites,
-        data: read.data,
-        version: read.version,
-    })
-}
-
-/// The stored form of `session` without its id, for a store that keeps the
-/// id beside the record (the memory store). Not for Redis: its scripts read
-/// the id inside the record.
-pub fn encode_session_without_id(session: &Session) -> Result<String, StoreError> {
-    serde_json::to_string(&WriteWithoutId {
-        user_id: &session.user_id,
-        auth_ref: &session.auth_ref,
-        created_at: session.created_at,
-        last_seen: session.last_seen,
-        absolute_expires_at: session.absolute_expires_at,
-        origin_site: &session.origin_site,
-        joined_sites: &session.joined_sites,
-        data: &session.data,
-        version: session.version,
-    })
-    .map_err(|_| StoreError::Corrupt("session cannot be encoded".to_owned()))
-}
-
-/// Reads what [`encode_session_without_id`] wrote; the session's id is `id`,
-/// the one it was kept under.
-pub fn decode_session_without_id(bytes: &[u8], id: &SessionId) -> Result<Session, StoreError> {
-    let read: ReadWithoutId = serde_json::from_slice(bytes)
-        .map_err(|_| StoreError::Corrupt("session is not valid JSON".to_owned()))?;
-    Ok(Session {
+/// `read` as the session kept under `id`.
+fn session_from(read: Read, id: &SessionId) -> Session {
+    Session {
         id: id.clone(),
         user_id: read.user_id,
         auth_ref: read.auth_ref,
@@ -200,7 +115,35 @@ pub fn decode_session_without_id(bytes: &[u8], id: &SessionId) -> Result<Session
         joined_sites: read.joined_sites,
         data: read.data,
         version: read.version,
-    })
+    }
+}
+
+/// Reads a stored session kept under `id`'s key.
+pub fn decode_session(bytes: &[u8], id: &SessionId) -> Result<Session, StoreError> {
+    let corrupt = |why: &str| StoreError::Corrupt(why.to_owned());
+    let read: Read =
+        serde_json::from_slice(bytes).map_err(|_| corrupt("session is not valid JSON"))?;
+    // The key is derived from the id; a record claiming another id (or none)
+    // was not written by us.
+    if read.id.as_ref() != Some(id) {
+        return Err(corrupt("session id does not match its key"));
+    }
+    Ok(session_from(read, id))
+}
+
+/// The stored form of `session` without its id, for a store that keeps the
+/// id beside the record (the memory store). Not for Redis: its scripts read
+/// the id inside the record.
+pub fn encode_session_without_id(session: &Session) -> Result<String, StoreError> {
+    write(session, None)
+}
+
+/// Reads what [`encode_session_without_id`] wrote; the session's id is `id`,
+/// the one it was kept under.
+pub fn decode_session_without_id(bytes: &[u8], id: &SessionId) -> Result<Session, StoreError> {
+    let read: Read = serde_json::from_slice(bytes)
+        .map_err(|_| StoreError::Corrupt("session is not valid JSON".to_owned()))?;
+    Ok(session_from(read, id))
 }
 
 /// The version of a record [`encode_session_without_id`] wrote, without
