@@ -334,30 +334,19 @@ fn assert_no_single_byte_change_verifies(service: &TokenService, token: &str, au
     }
 }
 
+/// Exhaustively, for one token of each algorithm (EdDSA, then HS256).
 #[test]
-fn no_single_byte_change_verifies_eddsa() {
-    let service = &services()[0];
-    let token = issue(
-        service,
-        "shop",
-        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-        "/cart",
-    );
-    assert!(service.verify(&token, "shop", NOW).is_ok());
-    assert_no_single_byte_change_verifies(service, &token, "shop");
-}
-
-#[test]
-fn no_single_byte_change_verifies_hs256() {
-    let service = &services()[1];
-    let token = issue(
-        service,
-        "shop",
-        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-        "/cart",
-    );
-    assert!(service.verify(&token, "shop", NOW).is_ok());
-    assert_no_single_byte_change_verifies(service, &token, "shop");
+fn no_single_byte_change_verifies_either_algorithm() {
+    for service in services() {
+        let token = issue(
+            service,
+            "shop",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "/cart",
+        );
+        assert!(service.verify(&token, "shop", NOW).is_ok());
+        assert_no_single_byte_change_verifies(service, &token, "shop");
+    }
 }
 
 proptest! {

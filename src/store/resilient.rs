@@ -96,6 +96,26 @@ impl<S: Store + Clone + 'static> Resilient<S> {
         result
     }
 
+    /// A session read as the cache sees it: an answer is remembered (or
+    /// forgotten), and an outage is answered from the cache when it can be.
+    fn read_through(
+        &self,
+        id: &SessionId,
+        result: Result<Option<Session>, StoreError>,
+    ) -> Result<Option<Session>, StoreError> {
+        match &result {
+            Ok(Some(session)) => self.remember(session),
+            Ok(None) => self.forget(id),
+            Err(StoreError::Unavailable(_)) => {
+                if let Some(session) = self.cached(id) {
+                    return Ok(Some(session));
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -195,17 +215,7 @@ impl<S: Store + Clone + 'static> Store for Resilient<S> {
             return Ok(None);
         }
         let result = self.timed("get_session", self.inner.get_session(id)).await;
-        match &result {
-            Ok(Some(session)) => self.remember(session),
-            Ok(None) => self.forget(id),
-            Err(StoreError::Unavailable(_)) => {
-                if let Some(session) = self.cached(id) {
-                    return Ok(Some(session));
-                }
-            }
-            Err(_) => {}
-        }
-        result
+        self.read_through(id, result)
     }
 
     async fn update_session(
@@ -252,18 +262,8 @@ impl<S: Store + Clone + 'static> Store for Resilient<S> {
                 self.inner.get_and_touch_session(id, idle, now),
             )
             .await;
-        match &result {
-            Ok(Some(session)) => self.remember(session),
-            Ok(None) => self.forget(id),
-            Err(StoreError::Unavailable(_)) => {
-                // Served from the outage cache: no TTL to slide.
-                if let Some(session) = self.cached(id) {
-                    return Ok(Some(session));
-                }
-            }
-            Err(_) => {}
-        }
-        result
+        // Served from the outage cache, a session has no TTL to slide.
+        self.read_through(id, result)
     }
 
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
