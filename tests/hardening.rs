@@ -14,6 +14,8 @@ mod hsts;
 mod limits;
 #[path = "hardening/refusals.rs"]
 mod refusals;
+#[path = "hardening/scheme.rs"]
+mod scheme;
 #[path = "hardening/slow.rs"]
 mod slow;
 #[path = "hardening/wire.rs"]

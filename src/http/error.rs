@@ -5,6 +5,7 @@
 use crate::flows::FlowError;
 use crate::sessions::SessionError;
 use crate::store::StoreError;
+use crate::topology::Origin;
 use actix_web::body::BoxBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::StatusCode;
@@ -106,6 +107,22 @@ impl HttpError {
             StatusCode::NOT_FOUND,
             "site_unknown",
             "this bridge serves no site at this host",
+            req,
+        )
+    }
+
+    /// The `Host` is a site's, but the request came over the other scheme
+    /// (see [`super::request::site_of`]): no site answers at this origin.
+    pub fn scheme_mismatch(configured: &Origin, came_over_https: bool, req: &HttpRequest) -> Self {
+        let came_over = if came_over_https { "https" } else { "http" };
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "site_unknown",
+            format!(
+                "this bridge serves {configured}, not over {came_over}; behind a proxy that \
+                 terminates TLS, list the proxy in [server] trusted_proxies so that its \
+                 X-Forwarded-Proto counts"
+            ),
             req,
         )
     }

@@ -5,7 +5,7 @@ use super::error::HttpError;
 use crate::audit::RequestContext;
 use crate::flows::ResponseMode;
 use crate::store::SessionId;
-use crate::topology::{Origin, SameSite, Site, Topology};
+use crate::topology::{Origin, SameSite, Scheme, Site, Topology};
 use actix_web::cookie::{Cookie, SameSite as CookieSameSite, time::Duration as CookieDuration};
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
@@ -19,8 +19,16 @@ pub const STATE_COOKIE: &str = "__Host-sb-state";
 /// Lifetime of the state cookie, seconds (at most 300).
 pub const STATE_MAX_AGE: i64 = 300;
 
-/// The site and origin the request's `Host` names. `Host` (or the HTTP/2
-/// authority) is used, never `X-Forwarded-Host`.
+/// The site and origin of the request: its `Host` (or the HTTP/2
+/// authority; never `X-Forwarded-Host`) and its scheme, from the listener or
+/// from a trusted proxy's `X-Forwarded-Proto` ([`is_https`]).
+///
+/// Security: the scheme must be the configured origin's. A site configured
+/// for `https://` never answers a request that reached the bridge over
+/// plain HTTP: its tokens, state cookie and session cookie would cross the
+/// network in clear, and a `Secure` cookie set on such an answer would have
+/// come from a page an on-path attacker could write. (Each host has one
+/// scheme: the topology refuses the same authority twice.)
 pub fn site_of(req: &HttpRequest, topology: &Topology) -> Result<(Arc<Site>, Origin), HttpError> {
     let host = req
         .headers()
@@ -28,10 +36,14 @@ pub fn site_of(req: &HttpRequest, topology: &Topology) -> Result<(Arc<Site>, Ori
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("");
-    topology
+    let (site, origin) = topology
         .site_and_origin_for_host(host)
-        .map(|(site, origin)| (Arc::clone(site), origin.clone()))
-        .ok_or_else(|| HttpError::unknown_host(req))
+        .ok_or_else(|| HttpError::unknown_host(req))?;
+    let https = is_https(req);
+    if (origin.scheme() == Scheme::Https) != https {
+        return Err(HttpError::scheme_mismatch(origin, https, req));
+    }
+    Ok((Arc::clone(site), origin.clone()))
 }
 
 /// Query or form parameters, each name at most once: a repeated name is
