@@ -10,6 +10,13 @@
 //! session store, no audit, no metrics: whatever the bridge spends beyond
 //! this is its own overhead.
 //!
+//! `GET /start` is flow A's first step at its barest, for an explanatory
+//! measurement only (the `floor-flow-a` scenario): a random verifier in a
+//! `state` cookie and a 303 to `/issue?challenge=<its S256>`; `/issue` then
+//! binds the token to that challenge, and `/accept` checks the cookie
+//! against it. Without `/start`, `/issue` makes up a challenge and
+//! `/accept` sees no cookie: the two-request floor the targets compare with.
+//!
 //! `cargo bench` runs this without `--serve`: it then only says how to use it.
 
 // The product's allocator (see src/main.rs): the comparison is of the work
@@ -29,8 +36,9 @@ use session_bridge::config::TokenAlgorithm;
 use session_bridge::token::{KeySet, TokenRequest, TokenService, generate_key_file};
 use std::io::Write;
 use std::process::ExitCode;
+use subtle::ConstantTimeEq;
 
-const USAGE: &str = "floor: cargo bench --bench floor -- --serve ADDR --redis URL [--algorithm EdDSA|HS256] [--workers N] (serves until killed; see scripts/bench-http.sh)";
+const USAGE: &str = "floor: cargo bench --bench floor -- --serve ADDR --redis URL [--algorithm EdDSA|HS256] [--workers N] [--shared-connection] (serves until killed; see scripts/bench-http.sh)";
 
 /// The bridge's defaults: token TTL and leeway, and the grace its token
 /// records get past them.
@@ -56,9 +64,32 @@ return value
 
 struct Floor {
     tokens: TokenService,
-    redis: ConnectionManager,
+    client: redis::Client,
+    /// The connection opened at start, on the main thread; `None` with
+    /// per-worker connections.
+    shared: Option<ConnectionManager>,
     consume: Script,
     random: SystemRandom,
+}
+
+/// A worker's own connection, opened on first use on the worker's runtime,
+/// as the bridge does (src/store/redis/worker.rs): a connection's socket
+/// I/O runs on the runtime that opened it, so one opened at start would make
+/// every command cross to the main thread and back.
+#[derive(Default)]
+struct WorkerRedis(tokio::sync::OnceCell<ConnectionManager>);
+
+impl Floor {
+    async fn redis(&self, worker: &WorkerRedis) -> Result<ConnectionManager, redis::RedisError> {
+        if let Some(shared) = &self.shared {
+            return Ok(shared.clone());
+        }
+        worker
+            .0
+            .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
+            .await
+            .cloned()
+    }
 }
 
 struct Args {
@@ -66,6 +97,9 @@ struct Args {
     redis: String,
     algorithm: TokenAlgorithm,
     workers: usize,
+    /// One connection opened at start and shared by the workers, instead of
+    /// one per worker.
+    shared_connection: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -76,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
         // 0: actix's default, one worker per core, as the bridge's
         // `[server] workers = 0`.
         workers: 0,
+        shared_connection: false,
     };
     let mut given = std::env::args().skip(1);
     while let Some(arg) = given.next() {
@@ -95,6 +130,7 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--workers needs a number".to_owned())?
             }
+            "--shared-connection" => args.shared_connection = true,
             // What `cargo bench` passes (`--bench`, filters) is ignored.
             _ => {}
         }
@@ -126,13 +162,41 @@ fn see_other(location: &str) -> actix_web::HttpResponseBuilder {
     response
 }
 
-/// `GET /issue`: sign, record pending, redirect to the accept URL.
-async fn issue(floor: web::Data<Floor>) -> HttpResponse {
-    // The challenge stands for the receiving browser's; the session id for
-    // the one the bridge would read from the issuing site's cookie.
-    let (Some(challenge), Some(session_id)) =
-        (random_b64(&floor.random), random_b64(&floor.random))
-    else {
+fn s256(verifier: &str) -> String {
+    B64.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        verifier.as_bytes(),
+    ))
+}
+
+/// `GET /start`: a verifier in the `state` cookie, its challenge to `/issue`.
+async fn start(floor: web::Data<Floor>) -> HttpResponse {
+    let Some(verifier) = random_b64(&floor.random) else {
+        return refuse(500, "random");
+    };
+    let location = format!("/issue?challenge={}", s256(&verifier));
+    let cookie = Cookie::build("state", verifier)
+        .path("/")
+        .http_only(true)
+        .finish();
+    see_other(&location).cookie(cookie).finish()
+}
+
+/// `GET /issue[?challenge=…]`: sign, record pending, redirect to the accept URL.
+async fn issue(
+    req: HttpRequest,
+    floor: web::Data<Floor>,
+    worker: web::Data<WorkerRedis>,
+) -> HttpResponse {
+    // Without `/start`, a made-up challenge stands for the receiving
+    // browser's; the session id stands for the one the bridge would read
+    // from the issuing site's cookie.
+    let given = req.query_string().strip_prefix("challenge=");
+    let challenge = match given {
+        Some(challenge) => Some(challenge.to_owned()),
+        None => random_b64(&floor.random),
+    };
+    let (Some(challenge), Some(session_id)) = (challenge, random_b64(&floor.random)) else {
         return refuse(500, "random");
     };
     let request = TokenRequest {
@@ -146,7 +210,9 @@ async fn issue(floor: web::Data<Floor>) -> HttpResponse {
     };
     let record = format!("p|{AUDIENCE}|{challenge}|{session_id}");
     let ttl_ms = (TTL_SECS + LEEWAY_SECS + RECORD_GRACE_SECS) * 1000;
-    let mut redis = floor.redis.clone();
+    let Ok(mut redis) = floor.redis(&worker).await else {
+        return refuse(503, "store_unavailable");
+    };
     let stored: Result<Option<String>, _> = redis::cmd("SET")
         .arg(format!("sb:t:{}", claims.jti))
         .arg(record)
@@ -167,7 +233,11 @@ async fn issue(floor: web::Data<Floor>) -> HttpResponse {
 }
 
 /// `GET /accept?token=…`: verify, consume once, set the cookie, redirect.
-async fn accept(req: HttpRequest, floor: web::Data<Floor>) -> HttpResponse {
+async fn accept(
+    req: HttpRequest,
+    floor: web::Data<Floor>,
+    worker: web::Data<WorkerRedis>,
+) -> HttpResponse {
     let token = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(name, _)| name == "token")
         .map(|(_, value)| value.into_owned());
@@ -181,7 +251,9 @@ async fn accept(req: HttpRequest, floor: web::Data<Floor>) -> HttpResponse {
     if claims.iss != ISSUER {
         return refuse(400, "issuer_not_allowed");
     }
-    let mut redis = floor.redis.clone();
+    let Ok(mut redis) = floor.redis(&worker).await else {
+        return refuse(503, "store_unavailable");
+    };
     let consumed: Result<Option<String>, _> = floor
         .consume
         .key(format!("sb:t:{}", claims.jti))
@@ -204,6 +276,12 @@ async fn accept(req: HttpRequest, floor: web::Data<Floor>) -> HttpResponse {
     if aud != claims.aud || challenge != claims.cch {
         return refuse(400, "token_binding_mismatch");
     }
+    // After `/start`: the cookie's verifier must be the token's challenge.
+    if let Some(state) = req.cookie("state")
+        && !bool::from(s256(state.value()).as_bytes().ct_eq(claims.cch.as_bytes()))
+    {
+        return refuse(400, "token_binding_mismatch");
+    }
     let cookie = Cookie::build("sb", session_id.to_owned())
         .path("/")
         .http_only(true)
@@ -217,18 +295,22 @@ async fn serve(args: Args, listen: String) -> Result<(), String> {
     let keys = KeySet::load(keys_dir.path(), args.algorithm, None).map_err(|e| e.to_string())?;
     let tokens = TokenService::new(keys, TTL_SECS, LEEWAY_SECS);
     let client = redis::Client::open(args.redis.as_str()).map_err(|e| e.to_string())?;
-    let redis = ConnectionManager::new(client)
+    // Fail at start when Redis is not there, either way.
+    let opened = ConnectionManager::new(client.clone())
         .await
         .map_err(|e| format!("redis: {e}"))?;
     let floor = web::Data::new(Floor {
         tokens,
-        redis,
+        client,
+        shared: args.shared_connection.then_some(opened),
         consume: Script::new(CONSUME_TOKEN),
         random: SystemRandom::new(),
     });
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(floor.clone())
+            .app_data(web::Data::new(WorkerRedis::default()))
+            .route("/start", web::get().to(start))
             .route("/issue", web::get().to(issue))
             .route("/accept", web::get().to(accept))
     })

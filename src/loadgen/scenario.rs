@@ -20,17 +20,24 @@ pub enum Scenario {
     /// The floor app (`benches/floor.rs`): `GET /issue`, then the
     /// `GET /accept?token=…` it redirects to.
     Floor,
+    /// The floor app with flow A's first step at its barest (`GET /start`:
+    /// a verifier in a state cookie, its challenge in the redirect to
+    /// `/issue`; the accept checks the cookie): what three requests cost
+    /// with nothing else of the bridge's work. An explanatory measurement,
+    /// not a target's reference.
+    FloorFlowA,
     /// The actix-session reference app (`benches/peer_session.rs`): one
     /// `POST /login` per virtual browser, then `GET /session`.
     PeerRead,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::FlowA,
         Self::FlowB,
         Self::SessionRead,
         Self::Floor,
+        Self::FloorFlowA,
         Self::PeerRead,
     ];
 
@@ -41,6 +48,7 @@ impl Scenario {
             Self::FlowB => "flow-b",
             Self::SessionRead => "session-read",
             Self::Floor => "floor",
+            Self::FloorFlowA => "floor-flow-a",
             Self::PeerRead => "peer-read",
         }
     }
@@ -59,7 +67,7 @@ impl Scenario {
     /// The steps of one iteration, in order.
     pub fn steps(self) -> &'static [&'static str] {
         match self {
-            Self::FlowA => &["start", "issue", "accept"],
+            Self::FlowA | Self::FloorFlowA => &["start", "issue", "accept"],
             Self::FlowB => &["frame", "exchange"],
             Self::SessionRead | Self::PeerRead => &["read"],
             Self::Floor => &["issue", "accept"],
@@ -69,7 +77,7 @@ impl Scenario {
     /// What one iteration is called in the report (plural, singular).
     pub fn unit(self) -> (&'static str, &'static str) {
         match self {
-            Self::FlowA | Self::FlowB | Self::Floor => ("hand-offs", "hand-off"),
+            Self::FlowA | Self::FlowB | Self::Floor | Self::FloorFlowA => ("hand-offs", "hand-off"),
             Self::SessionRead | Self::PeerRead => ("reads", "read"),
         }
     }

@@ -72,7 +72,7 @@ impl Browser {
                 browser.bridge_session(options, index).await?
             }
             Scenario::PeerRead => browser.peer_login().await?,
-            Scenario::Floor => String::new(),
+            Scenario::Floor | Scenario::FloorFlowA => String::new(),
         };
         Ok(browser)
     }
@@ -138,6 +138,7 @@ impl Browser {
                     .await
             }
             Scenario::Floor => self.floor().await,
+            Scenario::FloorFlowA => self.floor_flow_a().await,
             Scenario::PeerRead => self.read(self.home, "/session", None).await,
         }
     }
@@ -292,12 +293,39 @@ impl Browser {
         Ok([micros(began), 0, 0])
     }
 
-    /// The floor app: `GET /issue`, then the accept URL it redirects to.
-    async fn floor(&self) -> Result<Times, Failure> {
+    /// The floor app's three steps: `GET /start`, the `/issue` URL it
+    /// redirects to, then the accept URL with the state cookie.
+    async fn floor_flow_a(&self) -> Result<Times, Failure> {
         let began = Instant::now();
         let mut response = self
             .client
-            .get(format!("http://{}/issue", self.home))
+            .get(format!("http://{}/start", self.home))
+            .send()
+            .await
+            .map_err(transport)?;
+        if response.status().as_u16() != 303 {
+            return Err(error_code(response).await);
+        }
+        read_body(&mut response).await?;
+        let state = set_cookie(&response, "state").ok_or("no_state_cookie")?;
+        let issue = location(&response).ok_or("no_location")?;
+        let start_us = micros(began);
+        let [issue_us, accept_us, _] = self.floor_from(&issue, Some(&state)).await?;
+        Ok([start_us, issue_us, accept_us])
+    }
+
+    /// The floor app: `GET /issue`, then the accept URL it redirects to.
+    async fn floor(&self) -> Result<Times, Failure> {
+        self.floor_from("/issue", None).await
+    }
+
+    /// The floor's `issue` at `issue_path`, then its accept with `state` as
+    /// the cookie, if any.
+    async fn floor_from(&self, issue_path: &str, state: Option<&str>) -> Result<Times, Failure> {
+        let began = Instant::now();
+        let mut response = self
+            .client
+            .get(on_node(self.home, issue_path))
             .send()
             .await
             .map_err(transport)?;
@@ -308,12 +336,11 @@ impl Browser {
         let accept = location(&response).ok_or("no_location")?;
         let issue_us = micros(began);
         let began = Instant::now();
-        let mut response = self
-            .client
-            .get(on_node(self.home, &accept))
-            .send()
-            .await
-            .map_err(transport)?;
+        let mut request = self.client.get(on_node(self.home, &accept));
+        if let Some(state) = state {
+            request = request.insert_header(("Cookie", state));
+        }
+        let mut response = request.send().await.map_err(transport)?;
         if response.status().as_u16() != 303 {
             return Err(error_code(response).await);
         }
