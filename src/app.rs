@@ -167,11 +167,14 @@ pub async fn prepare(config: &Config, clock: Clock, demo: bool) -> Result<Prepar
         .trusted_proxies
         .iter()
         .map(|text| {
-            text.parse::<std::net::IpAddr>().map_err(|_| {
-                StartError::Settings(format!(
-                    "[server] trusted_proxies: `{text}` is not an IP address"
-                ))
-            })
+            // Canonical, as peers are compared (`::ffff:a.b.c.d` is a.b.c.d).
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| ip.to_canonical())
+                .map_err(|_| {
+                    StartError::Settings(format!(
+                        "[server] trusted_proxies: `{text}` is not an IP address"
+                    ))
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (admin_tokens, generated_admin_token) = match resolve_all(&config.admin.tokens) {

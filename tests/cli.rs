@@ -273,6 +273,23 @@ fn bad_settings_refuse_to_start() {
     );
 }
 
+/// The TLS listener with an http:// origin would answer nothing on that
+/// site (the scheme must be the origin's): refused at start.
+#[test]
+fn tls_self_signed_refuses_http_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), free_port(), "");
+    let out = Command::new(BIN)
+        .args(["serve", "--tls-self-signed", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("http://alpha.localhost"), "{stderr}");
+    assert!(stderr.contains("https://"), "{stderr}");
+}
+
 #[test]
 fn check_exit_codes() {
     let dir = tempfile::tempdir().unwrap();

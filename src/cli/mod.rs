@@ -211,6 +211,24 @@ fn serve(config_path: Option<PathBuf>, listen: Option<String>, tls_self_signed: 
         Err(e) => return fail(&e.to_string(), 2),
     };
     config.server.listen = listen;
+    // The site is picked by scheme and host: over the TLS listener an
+    // http:// origin would answer nothing.
+    if tls_self_signed
+        && let Some(origin) = config
+            .sites
+            .iter()
+            .flat_map(|site| &site.origins)
+            .find(|origin| !origin.trim().to_ascii_lowercase().starts_with("https://"))
+    {
+        return fail(
+            &format!(
+                "--tls-self-signed serves HTTPS, but `{origin}` is not an https:// origin and \
+                 would answer nothing over it: configure its https:// origin, or serve without \
+                 --tls-self-signed (behind a proxy that terminates TLS, see [server] trusted_proxies)"
+            ),
+            1,
+        );
+    }
     let result = actix_web::rt::System::new().block_on(async move {
         let prepared = prepare(&config, Clock::system(), demo).await?;
         announce(&config, &prepared, demo);

@@ -58,7 +58,10 @@ pub async fn vary_origin(
 }
 
 /// Whether `origin` is, byte for byte, one of the `cors_origins` of the
-/// site that the request's `Host` names.
+/// site that the request's `Host` names. The request's scheme is not
+/// compared here: a preflight only says what the real request may carry,
+/// and the real request is refused by [`request::site_of`] when its scheme
+/// is not the site's.
 fn origin_allowed(topology: &Topology, origin: &HeaderValue, head: &RequestHead) -> bool {
     let host = head
         .headers()

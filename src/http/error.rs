@@ -114,17 +114,19 @@ impl HttpError {
     /// The `Host` is a site's, but the request came over the other scheme
     /// (see [`super::request::site_of`]): no site answers at this origin.
     pub fn scheme_mismatch(configured: &Origin, came_over_https: bool, req: &HttpRequest) -> Self {
-        let came_over = if came_over_https { "https" } else { "http" };
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "site_unknown",
+        let message = if came_over_https {
             format!(
-                "this bridge serves {configured}, not over {came_over}; behind a proxy that \
+                "this bridge serves {configured} over plain HTTP only; a site served over \
+                 HTTPS is configured with its https:// origin"
+            )
+        } else {
+            format!(
+                "this bridge serves {configured}, not over plain HTTP; behind a proxy that \
                  terminates TLS, list the proxy in [server] trusted_proxies so that its \
                  X-Forwarded-Proto counts"
-            ),
-            req,
-        )
+            )
+        };
+        Self::new(StatusCode::NOT_FOUND, "site_unknown", message, req)
     }
 
     /// The request target is longer than `[server] max_uri_bytes`.

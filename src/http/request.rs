@@ -122,7 +122,9 @@ pub fn context(req: &HttpRequest) -> RequestContext {
 /// configured trusted proxy — the rightmost `X-Forwarded-For` entry that is
 /// not itself a trusted proxy (entries further left are the client's to forge).
 pub fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
-    let peer = req.peer_addr()?.ip();
+    // Canonical: on a dual-stack listener an IPv4 peer shows up as
+    // `::ffff:a.b.c.d`, and must still match a proxy listed as `a.b.c.d`.
+    let peer = req.peer_addr()?.ip().to_canonical();
     let trusted = req
         .app_data::<web::Data<super::AppState>>()
         .map(|state| state.trusted_proxies.clone())
@@ -138,8 +140,8 @@ pub fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
         .collect();
     for entry in forwarded.iter().rev() {
         match entry.parse::<std::net::IpAddr>() {
-            Ok(ip) if trusted.contains(&ip) => continue,
-            Ok(ip) => return Some(ip),
+            Ok(ip) if trusted.contains(&ip.to_canonical()) => continue,
+            Ok(ip) => return Some(ip.to_canonical()),
             // A malformed hop: stop believing the header here.
             Err(_) => return Some(peer),
         }
@@ -296,7 +298,7 @@ pub fn is_https(req: &HttpRequest) -> bool {
     if req.app_config().secure() {
         return true;
     }
-    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+    let Some(peer) = req.peer_addr().map(|a| a.ip().to_canonical()) else {
         return false;
     };
     let trusted = req

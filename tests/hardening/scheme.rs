@@ -37,14 +37,50 @@ async fn start(app: &TestApp, headers: &[(&str, &str)]) -> crate::support::brows
 async fn an_https_site_refuses_plain_http() {
     let app = https_sites(false).await;
     let http = Http::new(&app);
-    for (path, method) in [
-        ("/bridge/start?from=account&return_to=/", Method::GET),
-        ("/bridge/issue?to=shop&challenge=x&return_to=/", Method::GET),
-        ("/bridge/session", Method::GET),
-        ("/bridge/logout", Method::POST),
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let json = ("Content-Type", "application/json");
+    for (site, path, method, body) in [
+        (
+            "shop",
+            "/bridge/start?from=account&return_to=/",
+            Method::GET,
+            None,
+        ),
+        (
+            "account",
+            "/bridge/issue?to=shop&challenge=x&return_to=/",
+            Method::GET,
+            None,
+        ),
+        ("shop", "/bridge/accept?token=x", Method::GET, None),
+        (
+            "shop",
+            "/bridge/accept",
+            Method::POST,
+            Some((form, "token=x")),
+        ),
+        (
+            "account",
+            "/bridge/frame?to=shop&challenge=x",
+            Method::GET,
+            None,
+        ),
+        (
+            "shop",
+            "/bridge/exchange",
+            Method::POST,
+            Some((json, r#"{"token":"x","verifier":"y"}"#)),
+        ),
+        ("shop", "/bridge/session", Method::GET, None),
+        ("shop", "/bridge/heartbeat", Method::POST, None),
+        ("shop", "/bridge/logout", Method::POST, None),
+        ("account", "/login", Method::GET, None),
+        ("shop", "/", Method::GET, None),
     ] {
-        let url = format!("http://shop.localhost:{}{path}", app.port);
-        let page = http.send(method, &url, &[], None).await;
+        let url = format!("http://{site}.localhost:{}{path}", app.port);
+        let headers: Vec<(&str, &str)> = body.map(|(header, _)| header).into_iter().collect();
+        let body = body.map(|(_, text)| text.as_bytes().to_vec());
+        let page = http.send(method, &url, &headers, body).await;
         assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(page.error_code().as_deref(), Some("site_unknown"), "{path}");
         assert!(
@@ -89,6 +125,11 @@ async fn an_http_site_refuses_what_a_trusted_proxy_says_came_over_https() {
     let page = start(&app, &[("X-Forwarded-Proto", "https")]).await;
     assert_eq!(page.status, StatusCode::NOT_FOUND);
     assert_eq!(page.error_code().as_deref(), Some("site_unknown"));
+    assert!(
+        page.body.contains("https:// origin"),
+        "the page names the fix for this direction: {}",
+        page.body
+    );
     let page = start(&app, &[]).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
     // From a peer that is not a trusted proxy the header means nothing.
