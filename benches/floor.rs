@@ -13,9 +13,10 @@
 //! `GET /start` is flow A's first step at its barest, for an explanatory
 //! measurement only (the `floor-flow-a` scenario): a random verifier in a
 //! `state` cookie and a 303 to `/issue?challenge=<its S256>`; `/issue` then
-//! binds the token to that challenge, and `/accept` checks the cookie
-//! against it. Without `/start`, `/issue` makes up a challenge and
-//! `/accept` sees no cookie: the two-request floor the targets compare with.
+//! binds the token to that challenge and redirects to `/accept-bound`,
+//! which requires the cookie and checks it against the token. Without
+//! `/start`, `/issue` makes up a challenge and redirects to `/accept`, which
+//! reads no cookie: the two-request floor the targets compare with.
 //!
 //! `cargo bench` runs this without `--serve`: it then only says how to use it.
 
@@ -191,11 +192,11 @@ async fn issue(
     // Without `/start`, a made-up challenge stands for the receiving
     // browser's; the session id stands for the one the bridge would read
     // from the issuing site's cookie.
-    let given = req.query_string().strip_prefix("challenge=");
-    let challenge = match given {
-        Some(challenge) => Some(challenge.to_owned()),
-        None => random_b64(&floor.random),
-    };
+    let given = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(name, _)| name == "challenge")
+        .map(|(_, value)| value.into_owned());
+    let after_start = given.is_some();
+    let challenge = given.or_else(|| random_b64(&floor.random));
     let (Some(challenge), Some(session_id)) = (challenge, random_b64(&floor.random)) else {
         return refuse(500, "random");
     };
@@ -229,7 +230,13 @@ async fn issue(
     let query = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("token", &token)
         .finish();
-    see_other(&format!("/accept?{query}")).finish()
+    // After `/start`, to the accept that requires the state cookie.
+    let path = if after_start {
+        "/accept-bound"
+    } else {
+        "/accept"
+    };
+    see_other(&format!("{path}?{query}")).finish()
 }
 
 /// `GET /accept?token=…`: verify, consume once, set the cookie, redirect.
@@ -237,6 +244,25 @@ async fn accept(
     req: HttpRequest,
     floor: web::Data<Floor>,
     worker: web::Data<WorkerRedis>,
+) -> HttpResponse {
+    redeem(req, floor, worker, false).await
+}
+
+/// `GET /accept-bound?token=…`: the same, after `/start`: the `state`
+/// cookie's verifier must be the token's challenge.
+async fn accept_bound(
+    req: HttpRequest,
+    floor: web::Data<Floor>,
+    worker: web::Data<WorkerRedis>,
+) -> HttpResponse {
+    redeem(req, floor, worker, true).await
+}
+
+async fn redeem(
+    req: HttpRequest,
+    floor: web::Data<Floor>,
+    worker: web::Data<WorkerRedis>,
+    bound: bool,
 ) -> HttpResponse {
     let token = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(name, _)| name == "token")
@@ -276,11 +302,13 @@ async fn accept(
     if aud != claims.aud || challenge != claims.cch {
         return refuse(400, "token_binding_mismatch");
     }
-    // After `/start`: the cookie's verifier must be the token's challenge.
-    if let Some(state) = req.cookie("state")
-        && !bool::from(s256(state.value()).as_bytes().ct_eq(claims.cch.as_bytes()))
-    {
-        return refuse(400, "token_binding_mismatch");
+    if bound {
+        let Some(state) = req.cookie("state") else {
+            return refuse(400, "state_missing");
+        };
+        if !bool::from(s256(state.value()).as_bytes().ct_eq(claims.cch.as_bytes())) {
+            return refuse(400, "token_binding_mismatch");
+        }
     }
     let cookie = Cookie::build("sb", session_id.to_owned())
         .path("/")
@@ -313,6 +341,7 @@ async fn serve(args: Args, listen: String) -> Result<(), String> {
             .route("/start", web::get().to(start))
             .route("/issue", web::get().to(issue))
             .route("/accept", web::get().to(accept))
+            .route("/accept-bound", web::get().to(accept_bound))
     })
     .bind(listen.as_str())
     .map_err(|e| format!("cannot listen on {listen}: {e}"))?;

@@ -18,7 +18,8 @@
 # table gives each figure averaged over the rounds and the ratio
 # product ÷ reference.
 #
-# Redis is emptied before every measurement. Token records live 45 s; left
+# Redis is emptied before every measurement (FLUSHALL SYNC: Redis 6.2 or
+# later; Debian's is 7). Token records live 45 s; left
 # in place, the hundreds of thousands a loaded run writes all expire during
 # whichever measurement runs 45 s later, and Redis's expiry cycle then
 # blocks for up to 25 ms at a time (`expired_time_cap_reached_count`): a
@@ -355,10 +356,10 @@ for algorithm in EdDSA HS256; do
 done
 
 echo >&2
-python3 - "$results" "$ROUNDS" "$DURATION" <<'EOF'
+python3 - "$results" "$ROUNDS" "$DURATION" "$PACED_DURATION" <<'EOF'
 import json, sys
 from statistics import mean
-path, rounds, duration = sys.argv[1:4]
+path, rounds, duration, paced_duration = sys.argv[1:5]
 runs = [json.loads(line) for line in open(path)]
 by = {}
 for run in runs:
@@ -398,7 +399,8 @@ references = {
     "floor-flow-a": "floor",
     "session-read": "peer-read (actix-session)",
 }
-print(f"HTTP benchmark: {rounds} round(s) of {duration} each; ratio = product / reference")
+print(f"HTTP benchmark: {rounds} round(s) of {duration} each (paced: {paced_duration});"
+      " ratio = product / reference")
 header = f"{'measurement':<28} {'against':<26} {'figure':<11} {'product':>11} {'reference':>11} {'ratio':>7}"
 print(header)
 print("-" * len(header))

@@ -22,7 +22,7 @@ pub enum Scenario {
     Floor,
     /// The floor app with flow A's first step at its barest (`GET /start`:
     /// a verifier in a state cookie, its challenge in the redirect to
-    /// `/issue`; the accept checks the cookie): what three requests cost
+    /// `/issue`; the accept requires the cookie): what three requests cost
     /// with nothing else of the bridge's work. An explanatory measurement,
     /// not a target's reference.
     FloorFlowA,
