@@ -122,31 +122,50 @@ pub fn context(req: &HttpRequest) -> RequestContext {
 /// configured trusted proxy — the rightmost `X-Forwarded-For` entry that is
 /// not itself a trusted proxy (entries further left are the client's to forge).
 pub fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
-    // Canonical: on a dual-stack listener an IPv4 peer shows up as
-    // `::ffff:a.b.c.d`, and must still match a proxy listed as `a.b.c.d`.
-    let peer = req.peer_addr()?.ip().to_canonical();
+    let peer = req.peer_addr()?.ip();
     let trusted = req
         .app_data::<web::Data<super::AppState>>()
-        .map(|state| state.trusted_proxies.clone())
+        .map(|state| state.trusted_proxies.as_slice())
         .unwrap_or_default();
-    if !trusted.contains(&peer) {
-        return Some(peer);
-    }
-    let forwarded: Vec<String> = req
+    let forwarded = req
         .headers()
         .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|part| part.trim().to_owned()))
+        .filter_map(|v| v.to_str().ok());
+    Some(client_ip_from(peer, trusted, forwarded))
+}
+
+/// [`client_ip`] of a request from `peer` with these `X-Forwarded-For`
+/// header values. Addresses are compared canonically: on a dual-stack
+/// listener an IPv4 peer shows up as `::ffff:a.b.c.d`, and must still match
+/// a proxy listed as `a.b.c.d` (`trusted` is canonical, see `app::prepare`).
+fn client_ip_from<'a>(
+    peer: std::net::IpAddr,
+    trusted: &[std::net::IpAddr],
+    forwarded: impl Iterator<Item = &'a str>,
+) -> std::net::IpAddr {
+    let peer = peer.to_canonical();
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = forwarded
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
         .collect();
-    for entry in forwarded.iter().rev() {
-        match entry.parse::<std::net::IpAddr>() {
-            Ok(ip) if trusted.contains(&ip.to_canonical()) => continue,
-            Ok(ip) => return Some(ip.to_canonical()),
+    for hop in hops.iter().rev() {
+        match hop.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()) {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return ip,
             // A malformed hop: stop believing the header here.
-            Err(_) => return Some(peer),
+            Err(_) => return peer,
         }
     }
-    Some(peer)
+    peer
+}
+
+/// Whether `peer` is one of the `trusted` proxies (canonically compared,
+/// as in [`client_ip_from`]).
+fn is_trusted_proxy(peer: std::net::IpAddr, trusted: &[std::net::IpAddr]) -> bool {
+    trusted.contains(&peer.to_canonical())
 }
 
 /// The value of the first cookie called `name` in `Cookie` header values
@@ -298,12 +317,12 @@ pub fn is_https(req: &HttpRequest) -> bool {
     if req.app_config().secure() {
         return true;
     }
-    let Some(peer) = req.peer_addr().map(|a| a.ip().to_canonical()) else {
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
         return false;
     };
     let trusted = req
         .app_data::<web::Data<super::AppState>>()
-        .is_some_and(|state| state.trusted_proxies.contains(&peer));
+        .is_some_and(|state| is_trusted_proxy(peer, &state.trusted_proxies));
     if !trusted {
         return false;
     }
@@ -343,6 +362,37 @@ pub fn is_same_origin_request(req: &HttpRequest, site: &Site) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxies_match_on_a_dual_stack_listener() {
+        let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
+        let trusted = [ip("10.0.0.2")];
+        let mapped_proxy = ip("::ffff:10.0.0.2");
+        assert!(is_trusted_proxy(mapped_proxy, &trusted));
+        assert!(is_trusted_proxy(ip("10.0.0.2"), &trusted));
+        assert!(!is_trusted_proxy(ip("::ffff:10.0.0.3"), &trusted));
+        // Through the proxy: the rightmost hop it did not write, canonical.
+        let hops = ["198.51.100.1, ::ffff:203.0.113.7"];
+        assert_eq!(
+            client_ip_from(mapped_proxy, &trusted, hops.into_iter()),
+            ip("203.0.113.7")
+        );
+        // Not through a proxy: the peer itself, canonical; its header ignored.
+        assert_eq!(
+            client_ip_from(ip("::ffff:192.0.2.9"), &trusted, hops.into_iter()),
+            ip("192.0.2.9")
+        );
+        // A trusted hop inside the header is skipped; a malformed one ends it.
+        let hops = ["203.0.113.7", "::ffff:10.0.0.2"];
+        assert_eq!(
+            client_ip_from(mapped_proxy, &trusted, hops.into_iter()),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_ip_from(mapped_proxy, &trusted, ["203.0.113.7, junk"].into_iter()),
+            ip("10.0.0.2")
+        );
+    }
 
     fn parsed(query: &str) -> Result<Vec<(String, String)>, String> {
         let req = actix_web::test::TestRequest::default().to_http_request();
