@@ -87,28 +87,31 @@ async fn a_hand_off_costs_two_round_trips_once_joined() {
     hand_off(&app, &mut warm).await;
     hand_off(&app, &mut warm).await;
 
-    // A first join: record the token with the session check (1), consume (1),
+    // A first join: record the token in a transaction that reads the
+    // session (1), rewrite its record as "not joined yet" (1), consume (1),
     // then read the session and add the site to it (2).
     let mut browser = Browser::new(app.port);
     app.sign_in(&mut browser, "ada", None).await;
     let before = counters(&mut conn);
     hand_off(&app, &mut browser).await;
     let (round_trips, commands) = delta(&before, &counters(&mut conn));
-    assert_eq!(round_trips, 4, "first join: {commands:?}");
+    assert_eq!(round_trips, 5, "first join: {commands:?}");
     assert_eq!(
         commands,
-        // Commands run by scripts count too: each script here does a GET and
-        // a SET, and the one plain command is the session read.
+        // Commands run by scripts and transactions count too: the consume
+        // and update scripts each do a GET and a SET.
         BTreeMap::from([
-            ("evalsha".to_owned(), 3),
+            ("evalsha".to_owned(), 2),
+            ("multi".to_owned(), 1),
+            ("exec".to_owned(), 1),
             ("get".to_owned(), 4),
-            ("set".to_owned(), 3)
+            ("set".to_owned(), 4)
         ]),
         "first join"
     );
 
-    // The site has joined: each further hand-off is the issue script and
-    // the consume script, nothing else.
+    // The site has joined: each further hand-off is the issue transaction
+    // and the consume script, nothing else.
     const HAND_OFFS: u64 = 20;
     let before = counters(&mut conn);
     for _ in 0..HAND_OFFS {
@@ -119,7 +122,9 @@ async fn a_hand_off_costs_two_round_trips_once_joined() {
     assert_eq!(
         commands,
         BTreeMap::from([
-            ("evalsha".to_owned(), 2 * HAND_OFFS),
+            ("evalsha".to_owned(), HAND_OFFS),
+            ("multi".to_owned(), HAND_OFFS),
+            ("exec".to_owned(), HAND_OFFS),
             ("get".to_owned(), 2 * HAND_OFFS),
             ("set".to_owned(), 2 * HAND_OFFS)
         ]),

@@ -557,6 +557,11 @@ async fn token_for_session_checks_the_session_and_writes_only_the_token<S: Store
             .await,
         Err(StoreError::AlreadyExists)
     );
+    // The existing record is left as it was.
+    assert_eq!(
+        b.store.peek_token(&jti).await.unwrap(),
+        TokenStatus::Pending(pending)
+    );
 
     // No usable session: nothing is written.
     let missing = TokenRecord {
@@ -933,6 +938,19 @@ async fn redis_reports_unreadable_records_as_corrupt() {
         backend.store.consume_token(&jti).await,
         Err(StoreError::Corrupt(_))
     ));
+    // No token is recorded for an unreadable session, and none is left behind.
+    let issued = new_jti();
+    assert!(matches!(
+        backend
+            .store
+            .put_token_for_session(&issued, &record(&s.id), "account", 0, LONG)
+            .await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(
+        backend.store.peek_token(&issued).await.unwrap(),
+        TokenStatus::Unknown
+    );
     // A record whose stored id differs from its key is not trusted.
     let other = session(&new_id());
     let json = serde_json::to_string(&other).unwrap();
@@ -1002,10 +1020,9 @@ async fn redis_worker_links_recover_from_an_outage_no_request_saw() {
     assert_eq!(idle.get_session(&s.id).await.unwrap(), Some(s));
 }
 
-/// Recording a token reads its session inside Redis: from the field order
-/// the store writes (`id`, `x`, `o`, `j` first) without decoding it, and
-/// from any other shape (long names, another order) by decoding it. Both
-/// readings agree, and nothing a user controls can pose as those fields.
+/// Recording a token reads its session in every shape a record can have
+/// (as the store writes it, long names, another order), and nothing a user
+/// controls can pose as the fields it checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_reads_a_session_for_a_token_in_every_stored_shape() {
     let backend = redis_backend().await;

@@ -12,17 +12,14 @@
 //! | `last_seen` | `l` | `version` | `v` |
 //!
 //! Records written with the long names (as [`Session`]'s own serde form,
-//! used by earlier releases) are still read. The Redis scripts that look
-//! inside a session (`version`; `id`, `x`, `o`, `j`) know both.
+//! used by earlier releases) are still read. The Redis script that looks
+//! inside a session (`version`) knows both.
 
 use super::{Session, SessionId, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Field order matters: `id`, `x`, `o` and `j` come first, before anything
-/// a user controls, so the Redis script that records a token reads them with
-/// one anchored pattern instead of decoding the record (see
-/// `store::redis::codec::ISSUE_TOKEN`). Readers do not depend on the order.
+/// Readers do not depend on the field order.
 #[derive(Serialize)]
 struct Write<'a> {
     /// Left out for a store that keeps the id beside the record.
@@ -71,6 +68,53 @@ struct Read {
     data: Map<String, Value>,
     #[serde(rename = "v", alias = "version")]
     version: u64,
+}
+
+/// What recording a token needs of a stored session: whose it is and until
+/// when. Skipping the rest (`d` above all, which can be large) builds no
+/// strings or maps for it.
+#[derive(Deserialize)]
+struct ReadMembership {
+    #[serde(default)]
+    id: Option<SessionId>,
+    #[serde(rename = "x", alias = "absolute_expires_at")]
+    absolute_expires_at: i64,
+    #[serde(rename = "o", alias = "origin_site")]
+    origin_site: String,
+    #[serde(rename = "j", alias = "joined_sites")]
+    joined_sites: Vec<String>,
+}
+
+/// The sites that share a stored session, and its absolute expiry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub absolute_expires_at: i64,
+    origin_site: String,
+    joined_sites: Vec<String>,
+}
+
+impl Membership {
+    /// Has `site` started or joined the session? (As [`Session::is_joined_by`].)
+    #[must_use]
+    pub fn is_joined_by(&self, site: &str) -> bool {
+        self.origin_site == site || self.joined_sites.iter().any(|s| s == site)
+    }
+}
+
+/// Reads the [`Membership`] of a stored session kept under `id`'s key, with
+/// the same checks as [`decode_session`].
+pub fn decode_membership(bytes: &[u8], id: &SessionId) -> Result<Membership, StoreError> {
+    let corrupt = |why: &str| StoreError::Corrupt(why.to_owned());
+    let read: ReadMembership =
+        serde_json::from_slice(bytes).map_err(|_| corrupt("session is not valid JSON"))?;
+    if read.id.as_ref() != Some(id) {
+        return Err(corrupt("session id does not match its key"));
+    }
+    Ok(Membership {
+        absolute_expires_at: read.absolute_expires_at,
+        origin_site: read.origin_site,
+        joined_sites: read.joined_sites,
+    })
 }
 
 /// Just the version of a record [`encode_session_without_id`] wrote: compare-and-set
@@ -188,14 +232,41 @@ mod tests {
     }
 
     #[test]
-    fn the_fields_a_token_needs_come_first() {
-        // The Redis script that records a token matches exactly this prefix.
-        let encoded = encode_session(&session()).unwrap();
-        let prefix = format!(
-            r#"{{"id":"{}","x":1800043200,"o":"account","j":["account","shop"],"u":"ada","#,
-            "A".repeat(43)
+    fn membership_is_read_from_either_form_and_checked_like_a_session() {
+        let id = session().id;
+        let compact = encode_session(&session()).unwrap();
+        let long = serde_json::to_string(&session()).unwrap();
+        for stored in [&compact, &long] {
+            let membership = decode_membership(stored.as_bytes(), &id).unwrap();
+            assert_eq!(membership.absolute_expires_at, 1_800_043_200);
+            assert!(membership.is_joined_by("account"), "origin");
+            assert!(membership.is_joined_by("shop"), "joined");
+            assert!(!membership.is_joined_by("checkout"));
+            assert!(!membership.is_joined_by("acc"), "whole ids only");
+        }
+        // A site id written in `d` does not count as joined.
+        let mut with_data = session();
+        with_data.joined_sites = vec!["account".to_owned()];
+        with_data
+            .data
+            .insert("j".to_owned(), serde_json::json!(["checkout"]));
+        let stored = encode_session(&with_data).unwrap();
+        assert!(
+            !decode_membership(stored.as_bytes(), &id)
+                .unwrap()
+                .is_joined_by("checkout")
         );
-        assert!(encoded.starts_with(&prefix), "{encoded}");
+        let other = SessionId::from_generated("B".repeat(43));
+        assert!(matches!(
+            decode_membership(compact.as_bytes(), &other),
+            Err(StoreError::Corrupt(_))
+        ));
+        for broken in [&b"not json"[..], b"{}", br#"{"id":1}"#] {
+            assert!(matches!(
+                decode_membership(broken, &id),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
     }
 
     #[test]

@@ -80,6 +80,7 @@ use redis::{
     ScriptInvocation, Value,
 };
 mod codec;
+mod issue;
 mod sentinel;
 mod worker;
 
@@ -378,10 +379,12 @@ impl RedisStore {
     }
 }
 
-/// One store operation: a plain command or a script invocation, both on one key.
+/// One store operation: a plain command or a script invocation, both on
+/// one key, or a transaction (`MULTI`/`EXEC`, never on Cluster).
 enum Op<'a> {
     Cmd(&'a redis::Cmd),
     Script(&'a ScriptInvocation<'a>),
+    Pipeline(&'a redis::Pipeline),
 }
 
 impl Op<'_> {
@@ -391,6 +394,7 @@ impl Op<'_> {
             // EVALSHA, and on NOSCRIPT (a new master, a restarted node)
             // SCRIPT LOAD and EVALSHA again.
             Self::Script(script) => script.invoke_async(conn).await,
+            Self::Pipeline(pipeline) => pipeline.query_async(conn).await,
         }
     }
 }
@@ -703,27 +707,8 @@ impl Store for RedisStore {
             // The session and the token hash to different slots.
             return super::read_then_put_token(self, jti, record, issuer, now, ttl).await;
         }
-        let mut script = ISSUE_TOKEN.key(super::session_key(&record.session_id));
-        script
-            .key(super::token_key(jti))
-            .arg(record.session_id.expose())
-            .arg(issuer)
-            .arg(&record.aud)
-            .arg(now)
-            .arg(encode_token_fields(record)?)
-            .arg(px(ttl));
-        match int_reply(&self.invoke(&script).await?) {
-            Some(0) => Ok(IssueOutcome::NoSession),
-            Some(1) => Ok(IssueOutcome::Recorded {
-                receiver_joined: false,
-            }),
-            Some(2) => Ok(IssueOutcome::Recorded {
-                receiver_joined: true,
-            }),
-            Some(-1) => Err(corrupt("stored session unreadable")),
-            Some(-2) => Err(StoreError::AlreadyExists),
-            _ => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
-        }
+        self.put_token_in_transaction(jti, record, issuer, now, ttl)
+            .await
     }
 
     async fn peek_token(&self, jti: &str) -> Result<TokenStatus, StoreError> {
