@@ -14,10 +14,8 @@
 //! - `Strict-Transport-Security` only on answers to HTTPS requests.
 
 use super::request;
-use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::middleware::Next;
 
 /// The CSP of pages that set none themselves: no script at all.
 const DEFAULT_HTML_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -94,67 +92,79 @@ fn with_charset(content_type: &str) -> Option<String> {
     (textual && !has_charset).then(|| format!("{content_type}; charset=utf-8"))
 }
 
-pub async fn security_headers(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let path = req.path().to_owned();
-    let https = request::is_https(req.request());
-    let mut response = next.call(req).await?;
-    let status = response.status();
-    let keep_cache = is_cacheable(&path)
-        && (status.is_success() || status == actix_web::http::StatusCode::NOT_MODIFIED);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    if !keep_cache {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    if https {
-        headers.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static(HSTS),
-        );
-    }
-    let kind = content_type(headers);
-    if let Some(fixed) = kind.as_deref().and_then(with_charset)
-        && let Ok(value) = HeaderValue::from_str(&fixed)
-    {
-        headers.insert(header::CONTENT_TYPE, value);
-    }
-    let is_html = kind
-        .as_deref()
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
-    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
-        let csp = if is_html {
-            DEFAULT_HTML_CSP
-        } else {
-            DEFAULT_OTHER_CSP
-        };
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(csp),
-        );
-    }
-    if is_html {
-        // Pages that may not be framed say so twice; the flow B frame page
-        // names its allowed ancestors in its CSP instead.
-        let framable = headers
-            .get(header::CONTENT_SECURITY_POLICY)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|csp| !csp.contains("frame-ancestors 'none'"));
-        if !framable {
-            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+/// What the headers of a request's answer depend on, taken from the
+/// request before it is handled (the handler consumes it).
+pub struct SecurityHeaders {
+    cacheable: bool,
+    https: bool,
+    coop: &'static str,
+}
+
+impl SecurityHeaders {
+    pub fn of(req: &ServiceRequest) -> Self {
+        Self {
+            cacheable: is_cacheable(req.path()),
+            https: request::is_https(req.request()),
+            coop: coop_for(req.path()),
         }
-        headers.insert(COOP, HeaderValue::from_static(coop_for(&path)));
     }
-    Ok(response)
+
+    /// Sets the headers on `response` (see the module notes).
+    pub fn apply<B>(&self, response: &mut ServiceResponse<B>) {
+        let status = response.status();
+        let keep_cache = self.cacheable
+            && (status.is_success() || status == actix_web::http::StatusCode::NOT_MODIFIED);
+        let headers = response.headers_mut();
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        if !keep_cache {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        if self.https {
+            headers.insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static(HSTS),
+            );
+        }
+        let kind = content_type(headers);
+        if let Some(fixed) = kind.as_deref().and_then(with_charset)
+            && let Ok(value) = HeaderValue::from_str(&fixed)
+        {
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+        let is_html = kind
+            .as_deref()
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+        if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+            let csp = if is_html {
+                DEFAULT_HTML_CSP
+            } else {
+                DEFAULT_OTHER_CSP
+            };
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(csp),
+            );
+        }
+        if is_html {
+            // Pages that may not be framed say so twice; the flow B frame page
+            // names its allowed ancestors in its CSP instead.
+            let framable = headers
+                .get(header::CONTENT_SECURITY_POLICY)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|csp| !csp.contains("frame-ancestors 'none'"));
+            if !framable {
+                headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            }
+            headers.insert(COOP, HeaderValue::from_static(self.coop));
+        }
+    }
 }
 
 #[cfg(test)]

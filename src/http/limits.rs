@@ -10,10 +10,8 @@
 use super::AppState;
 use super::error::HttpError;
 use crate::config::ServerConfig;
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::dev::ServiceRequest;
+use actix_web::{HttpResponse, web};
 use std::time::Duration;
 
 /// Largest form body (`POST /bridge/accept`): a token is at most about
@@ -117,39 +115,36 @@ fn header_section_len(req: &ServiceRequest) -> usize {
         .sum()
 }
 
-/// Refuses oversize targets (`414`) and header sections (`431`) before
-/// routing, and gives the framework's own refusals (`405` from a resource
-/// without a route for the method, extractor and CORS errors) the bridge's
-/// error answer, keeping their headers (`Allow`, `Vary`, CORS).
-pub async fn enforce(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let limits = req
-        .app_data::<web::Data<AppState>>()
-        .map(|state| state.limits.clone())
-        .unwrap_or_default();
-    let target = target_len(&req);
-    if target > limits.max_uri_bytes {
-        let error = HttpError::uri_too_long(limits.max_uri_bytes, req.request());
-        return Ok(refuse(req, &error));
-    }
-    if header_section_len(&req) > limits.max_header_bytes {
-        let error = HttpError::headers_too_large(limits.max_header_bytes, req.request());
-        return Ok(refuse(req, &error));
-    }
-    let response = next.call(req).await?.map_into_boxed_body();
-    Ok(HttpError::shape_framework_refusal(response))
+/// The refusal of an oversize target (`414`) or header section (`431`),
+/// checked before routing; `None` lets the request through.
+pub fn check(req: &ServiceRequest) -> Option<HttpResponse> {
+    let state = req.app_data::<web::Data<AppState>>();
+    let default;
+    let limits = match state {
+        Some(state) => &state.limits,
+        None => {
+            default = Limits::default();
+            &default
+        }
+    };
+    let error = if target_len(req) > limits.max_uri_bytes {
+        HttpError::uri_too_long(limits.max_uri_bytes, req.request())
+    } else if header_section_len(req) > limits.max_header_bytes {
+        HttpError::headers_too_large(limits.max_header_bytes, req.request())
+    } else {
+        return None;
+    };
+    Some(refusal(&error))
 }
 
 /// Answers `error` with a closed connection: what is left of an oversize
 /// request is not worth reading.
-fn refuse(req: ServiceRequest, error: &HttpError) -> ServiceResponse<BoxBody> {
+fn refusal(error: &HttpError) -> HttpResponse {
     let mut response = actix_web::ResponseError::error_response(error);
     response
         .head_mut()
         .set_connection_type(actix_web::http::ConnectionType::Close);
-    req.into_response(response)
+    response
 }
 
 /// Whether `json` nests arrays and objects deeper than `max`. A byte scan

@@ -9,6 +9,7 @@ pub mod error;
 pub mod handshake;
 pub mod headers;
 pub mod limits;
+pub mod middleware;
 pub mod observe;
 pub mod rate_limit;
 pub mod request;
@@ -107,17 +108,12 @@ pub fn serve(
     let demo = state.demo;
     let topology = std::sync::Arc::clone(&state.bridge.topology);
     let limits = state.limits.clone();
-    // Middleware runs outermost first: the request ID, then the security
-    // headers (so refusals get them too), then the limits, then the rate
-    // limits (an oversize request is refused without spending a budget).
+    // One middleware (see middleware.rs for what it does, in which order).
     // The factory runs once on each worker's thread.
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.for_worker()))
-            .wrap(from_fn(rate_limit::enforce))
-            .wrap(from_fn(limits::enforce))
-            .wrap(from_fn(headers::security_headers))
-            .wrap(from_fn(observe::observe))
+            .wrap(from_fn(middleware::around))
             .configure(|cfg| configure(cfg, demo))
             // The session API (`/bridge/session`, heartbeat, logout with CORS per site; `/api/v1/sessions/{id}`).
             .configure(|cfg| session_api::configure(cfg, &topology))

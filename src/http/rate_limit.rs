@@ -26,10 +26,8 @@ use super::request;
 use crate::audit::{AuditEvent, EventKind};
 use crate::flows::FlowError;
 use crate::token::TokenError;
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::{HttpRequest, ResponseError, web};
+use actix_web::dev::ServiceRequest;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 pub use limiter::{Limit, RateLimits, Refusal};
 
 /// The limit a request path falls under, if any.
@@ -113,13 +111,11 @@ fn routed_path(req: &HttpRequest) -> &str {
     req.match_info().as_str()
 }
 
-/// Refuses a request over its client's budget before it is routed.
-pub async fn enforce(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+/// The refusal of a request over its client's budget, checked before it is
+/// routed; `None` lets it through.
+pub fn check(req: &ServiceRequest) -> Option<HttpResponse> {
     let path = routed_path(req.request());
-    let refused = match (limit_for(path), req.app_data::<web::Data<AppState>>()) {
+    match (limit_for(path), req.app_data::<web::Data<AppState>>()) {
         // All off (a load test): not even the client's address is worked out.
         (Some(limit), Some(state)) if !state.rate_limits.is_off() => {
             request::client_ip(req.request()).and_then(|ip| {
@@ -127,17 +123,10 @@ pub async fn enforce(
                     .rate_limits
                     .check(limit, redeems_tokens(path), ip)
                     .err()
-                    .map(|refusal| refuse(req.request(), state, refusal))
+                    .map(|refusal| refuse(req.request(), state, refusal).error_response())
             })
         }
         _ => None,
-    };
-    match refused {
-        Some(error) => {
-            let response = error.error_response();
-            Ok(req.into_response(response))
-        }
-        None => Ok(next.call(req).await?.map_into_boxed_body()),
     }
 }
 
