@@ -563,7 +563,8 @@ async fn token_for_session_checks_the_session_and_writes_only_the_token<S: Store
         TokenStatus::Pending(pending)
     );
 
-    // No usable session: nothing is written.
+    // No usable session: no token record is left (Redis writes one in the
+    // transaction that reads the session, then deletes it).
     let missing = TokenRecord {
         session_id: new_id(),
         ..for_site("shop")
@@ -903,6 +904,70 @@ async fn redis_connect_to_nothing_is_unavailable_quickly() {
     assert!(matches!(result, Err(StoreError::Unavailable(_))));
     let result = answers_in_time("connect", RedisStore::connect("not a url")).await;
     assert!(matches!(result, Err(StoreError::Unavailable(_))));
+}
+
+/// A token record for a receiver that has not joined is written, then
+/// rewritten as such (`SET … XX KEEPTTL`): the rewrite keeps its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_rewritten_token_records_keep_their_ttl() {
+    let backend = redis_backend().await;
+    let s = session(&new_id());
+    backend.store.create_session(&s, LONG).await.unwrap();
+    let not_joined = TokenRecord {
+        aud: "checkout".to_owned(),
+        ..record(&s.id)
+    };
+    let jti = new_jti();
+    let ttl = Duration::from_secs(45);
+    assert_eq!(
+        backend
+            .store
+            .put_token_for_session(&jti, &not_joined, "account", 0, ttl)
+            .await
+            .unwrap(),
+        IssueOutcome::Recorded {
+            receiver_joined: false
+        }
+    );
+    let client = redis::Client::open(backend.server.as_ref().unwrap().url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("sb:t:{jti}"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(pttl > 40_000 && pttl <= 45_000, "{pttl}");
+}
+
+/// A demoted master refuses the transaction's write while it is queued
+/// (`READONLY`) and answers the `EXEC` with `EXECABORT`: the store still
+/// reports the refusal itself (and a Sentinel link takes it as a lost master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_reports_a_read_only_server_inside_a_transaction() {
+    let backend = redis_backend().await;
+    let s = session(&new_id());
+    backend.store.create_session(&s, LONG).await.unwrap();
+    let client = redis::Client::open(backend.server.as_ref().unwrap().url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    // A replica of a master that is not there: it keeps its data, refuses writes.
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(1)
+        .exec_async(&mut con)
+        .await
+        .unwrap();
+    let jti = new_jti();
+    assert_eq!(
+        backend
+            .store
+            .put_token_for_session(&jti, &record(&s.id), "account", 0, LONG)
+            .await,
+        Err(StoreError::Unavailable("redis is read-only".to_owned()))
+    );
+    assert_eq!(
+        backend.store.peek_token(&jti).await.unwrap(),
+        TokenStatus::Unknown
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,8 +65,9 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, HttpError> {
 
 /// Registers every route on an actix `App`. Each path is one resource with
 /// a route per method, so a known path with another method gets `405` and
-/// an `Allow` header listing that path's methods (see [`limits::enforce`]
-/// for its error answer), not a `404`.
+/// an `Allow` header listing that path's methods (see
+/// [`error::HttpError::shape_framework_refusal`] for its error answer), not a
+/// `404`.
 pub fn configure(cfg: &mut web::ServiceConfig, demo: bool) {
     cfg.service(web::resource("/bridge/start").route(web::get().to(bridge::start)))
         .service(web::resource("/bridge/issue").route(web::get().to(bridge::issue)))

@@ -176,8 +176,8 @@ pub fn decode_session(bytes: &[u8], id: &SessionId) -> Result<Session, StoreErro
 }
 
 /// The stored form of `session` without its id, for a store that keeps the
-/// id beside the record (the memory store). Not for Redis: its scripts read
-/// the id inside the record.
+/// id beside the record (the memory store). Not for Redis: its readers check
+/// the id inside the record against the key.
 pub fn encode_session_without_id(session: &Session) -> Result<String, StoreError> {
     write(session, None)
 }

@@ -128,10 +128,14 @@ pub trait Store: Send + Sync {
     /// Records a pending token for `record.session_id`, in one round trip
     /// where the backend can, but only if that session is live, usable by
     /// `issuer` (it started there or joined it) and `now` (Unix seconds) is
-    /// before its absolute expiry; otherwise writes nothing and answers
-    /// [`IssueOutcome::NoSession`]. The stored record's `receiver_joined` is
-    /// set from the session (has `record.aud` joined it?), whatever the
-    /// caller passed. Never overwrites a jti, like [`Store::put_token`].
+    /// before its absolute expiry; otherwise answers
+    /// [`IssueOutcome::NoSession`] and leaves no record (Redis writes one in
+    /// the transaction that reads the session and deletes it; should the
+    /// delete fail, a record no token was handed out for stays until its
+    /// TTL). The stored record's `receiver_joined` is set from the session
+    /// (has `record.aud` joined it?), whatever the caller passed. Never
+    /// overwrites or deletes an existing jti, like [`Store::put_token`].
+    /// The caller hands out the token only after `Recorded`.
     ///
     /// The default reads the session, then writes the token: two round
     /// trips, and a logout in between still gets a token recorded — which

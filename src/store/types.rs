@@ -83,7 +83,7 @@ pub enum IssueOutcome {
     /// The token is recorded; whether the receiving site had already joined.
     Recorded { receiver_joined: bool },
     /// No usable session (missing, past its absolute expiry, or not the
-    /// issuing site's): nothing was written.
+    /// issuing site's): no record is left for the token.
     NoSession,
 }
 

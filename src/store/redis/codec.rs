@@ -116,9 +116,8 @@ pub(super) fn encode_token(record: &TokenRecord) -> Result<String, StoreError> {
     Ok(format!("{}|{flag}", encode_token_fields(record)?))
 }
 
-/// The value without its joined flag: the issue script adds the flag from
-/// the session it reads.
-pub(super) fn encode_token_fields(record: &TokenRecord) -> Result<String, StoreError> {
+/// The value without its joined flag.
+fn encode_token_fields(record: &TokenRecord) -> Result<String, StoreError> {
     let field_ok = |s: &str| !s.is_empty() && !s.contains('|');
     if !field_ok(&record.aud)
         || !field_ok(&record.challenge)

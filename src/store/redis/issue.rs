@@ -1,5 +1,5 @@
-//! Recording a token for a live session in one round trip, on one server or
-//! behind Sentinel ([`super::super::Store::put_token_for_session`]; Cluster
+//! Recording a token for a live session in one round trip (in the steady
+//! state: see below), on one server or behind Sentinel ([`super::super::Store::put_token_for_session`]; Cluster
 //! keeps the session and the token in different slots and reads, then
 //! writes, instead).
 //!

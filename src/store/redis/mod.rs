@@ -36,11 +36,13 @@
 //!   server, and a single-key script is also legal on Redis Cluster (all its
 //!   keys hash to one slot), so the same code is correct on one server,
 //!   behind Sentinel and on Cluster. No read-then-write across round trips
-//!   on a token: that would let two concurrent redemptions both see it
-//!   pending. The one exception reads a second key: recording a token checks
-//!   its session in the same script (one round trip on one server or behind
-//!   Sentinel); on Cluster, where the two keys live in different slots, it
-//!   reads the session, then writes the token (see
+//!   to decide a token's state: that would let two concurrent redemptions
+//!   both see it pending. The one exception reads a second key: recording a
+//!   token reads its session in the same `MULTI`/`EXEC` transaction (one
+//!   round trip on one server or behind Sentinel) and may then rewrite or
+//!   delete the record before its token is handed out (`issue.rs`); on
+//!   Cluster, where the two keys live in different slots, it reads the
+//!   session, then writes the token (see
 //!   [`super::Store::put_token_for_session`]).
 //! - **Token consumption is one script on one key.** Check-and-mark happens
 //!   inside Redis, so of any number of concurrent `consume_token` calls for a
@@ -525,6 +527,21 @@ fn slot_ranges(reply: &Value) -> Option<Vec<SlotRange>> {
 
 /// A Redis error as a short, fixed reason: never the server's text (it may
 /// quote a key) and never the URL.
+/// The kind of `err`, looking through an aborted transaction: Redis refuses
+/// a command while queueing it (`READONLY` on a demoted master, `LOADING`,
+/// `MASTERDOWN`) and then answers the `EXEC` with `EXECABORT`; the first
+/// refusal says what went wrong.
+pub(super) fn kind_of(err: &RedisError) -> redis::ErrorKind {
+    let kind = err.kind();
+    if kind != redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort) {
+        return kind;
+    }
+    err.clone()
+        .into_server_errors()
+        .and_then(|errors| errors.iter().find_map(|(_, error)| error.kind()))
+        .map_or(kind, redis::ErrorKind::Server)
+}
+
 fn unavailable(err: &RedisError) -> StoreError {
     let why = if err.is_timeout() {
         "redis timed out"
@@ -535,7 +552,7 @@ fn unavailable(err: &RedisError) -> StoreError {
     } else if err.is_io_error() {
         "redis i/o error"
     } else {
-        match err.kind() {
+        match kind_of(err) {
             redis::ErrorKind::AuthenticationFailed => "redis authentication failed",
             redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) => "redis is loading",
             redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) => "redis is read-only",
