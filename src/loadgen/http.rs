@@ -132,9 +132,13 @@ pub fn location<S>(response: &awc::ClientResponse<S>) -> Option<String> {
 /// bridge's own redirects, and parsing one per request was a measurable
 /// part of the load generator's time.
 pub fn on_node(node: SocketAddr, url: &str) -> String {
-    let target = match url.split_once("://") {
+    // Absolute only when `://` comes before any `/`, `?` or `#`.
+    let absolute = url
+        .find("://")
+        .filter(|&at| !url[..at].contains(['/', '?', '#']));
+    let target = match absolute.map(|at| &url[at + 3..]) {
         // The authority ends at the first `/`, `?` or `#`.
-        Some((_, after_scheme)) => after_scheme
+        Some(after_scheme) => after_scheme
             .find(['/', '?', '#'])
             .map_or("", |at| &after_scheme[at..]),
         None => url,
@@ -248,6 +252,10 @@ mod tests {
         assert_eq!(
             on_node(node, "https://shop.localhost"),
             "http://127.0.0.1:1/"
+        );
+        assert_eq!(
+            on_node(node, "/x?u=http://h/"),
+            "http://127.0.0.1:1/x?u=http://h/"
         );
         assert_eq!(
             on_node(node, "http://a.localhost?q=1"),
