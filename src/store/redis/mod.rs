@@ -29,6 +29,13 @@
 //!   by a master that dies before its replica has it is lost in a failover
 //!   (Redis's own limit; `min-replicas-to-write` on the servers narrows it).
 //!
+//! Files: this one holds the connections for each topology and the way a
+//! call is run on them; `commands.rs` the [`super::Store`] operations;
+//! `issue.rs` recording a token; `codec.rs` the scripts and the token
+//! record's encoding; `cluster.rs` the cluster's health check;
+//! `errors.rs` errors as fixed reasons; `worker.rs` and `sentinel.rs` the
+//! per-worker and Sentinel links.
+//!
 //! Security invariants, and why the code is shaped the way it is:
 //!
 //! - **One key per write.** Every command and every Lua script writes
@@ -65,28 +72,27 @@
 //!   [`StoreError::Unavailable`] within a few seconds, never a hang; the
 //!   store recovers by itself once Redis (or a new master) answers.
 
-use super::{
-    ConsumeOutcome, IssueOutcome, Session, SessionId, Store, StoreError, TokenRecord, TokenStatus,
-    UpdateOutcome,
-};
+use super::StoreError;
 use crate::config::StoreConfig;
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult,
     ScriptInvocation, Value,
 };
+mod cluster;
 mod codec;
+mod commands;
+mod errors;
 mod issue;
 mod sentinel;
 mod worker;
 
-use codec::*;
+use errors::unavailable;
 use sentinel::SentinelMaster;
 use std::fmt;
 use std::future::Future;
@@ -425,418 +431,10 @@ async fn bounded<T>(limit: Duration, fut: impl Future<Output = T>) -> Result<T, 
         .map_err(|_| StoreError::Unavailable("redis timed out".to_owned()))
 }
 
-/// A PING reply.
-fn pong(reply: Value) -> Result<(), StoreError> {
-    match reply {
-        Value::SimpleString(s) if s == "PONG" => Ok(()),
-        Value::BulkString(b) if b == b"PONG" => Ok(()),
-        Value::Okay => Ok(()),
-        _ => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
-    }
-}
-
-/// Slots in a Redis Cluster.
-const CLUSTER_SLOTS: u32 = 16384;
-
-/// Whether every slot of the cluster is served by a master that answers and
-/// the cluster is up.
-///
-/// A plain PING fanned out by the crate only reaches the nodes it is still
-/// connected to (a dead master drops out silently), a PING routed by slot
-/// falls back to any connected node, and a PING is answered even while the
-/// cluster refuses keyed commands (`CLUSTERDOWN`). So instead: ask for the
-/// slot map (`CLUSTER SLOTS`), insist every slot is assigned, and ask the
-/// master of each slot range, by its address (which fails when the crate
-/// holds no live connection to it), for `CLUSTER INFO`: it must say
-/// `cluster_state:ok`.
-async fn cluster_ping(mut conn: ClusterConnection) -> Result<(), StoreError> {
-    let slots: Value = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let ranges = slot_ranges(&slots)
-        .ok_or_else(|| StoreError::Unavailable("unexpected redis reply".to_owned()))?;
-    let covered: u32 = ranges.iter().map(|r| r.count).sum();
-    if covered != CLUSTER_SLOTS {
-        return Err(StoreError::Unavailable(
-            "redis cluster has unserved slots".to_owned(),
-        ));
-    }
-    let mut pinged: Vec<(&str, u16)> = Vec::new();
-    for range in &ranges {
-        let master = (range.host.as_str(), range.port);
-        if pinged.contains(&master) {
-            continue;
-        }
-        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-            host: range.host.clone(),
-            port: range.port,
-        });
-        let reply = conn
-            .route_command(redis::cmd("CLUSTER").arg("INFO").clone(), routing)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let info = bytes_reply(reply)?
-            .ok_or_else(|| StoreError::Unavailable("unexpected redis reply".to_owned()))?;
-        let state_ok = String::from_utf8_lossy(&info)
-            .lines()
-            .any(|line| line.trim() == "cluster_state:ok");
-        if !state_ok {
-            return Err(StoreError::Unavailable("redis cluster down".to_owned()));
-        }
-        pinged.push(master);
-    }
-    Ok(())
-}
-
-/// One entry of `CLUSTER SLOTS`: how many slots, and their master's address.
-#[derive(Debug, PartialEq)]
-struct SlotRange {
-    count: u32,
-    host: String,
-    port: u16,
-}
-
-/// Parses `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.
-fn slot_ranges(reply: &Value) -> Option<Vec<SlotRange>> {
-    let Value::Array(entries) = reply else {
-        return None;
-    };
-    entries
-        .iter()
-        .map(|entry| {
-            let Value::Array(fields) = entry else {
-                return None;
-            };
-            let start = u16::try_from(int_reply(fields.first()?)?).ok()?;
-            let end = u16::try_from(int_reply(fields.get(1)?)?).ok()?;
-            let Value::Array(node) = fields.get(2)? else {
-                return None;
-            };
-            let host = bytes_reply(node.first()?.clone()).ok()??;
-            let port = u16::try_from(int_reply(node.get(1)?)?).ok()?;
-            Some(SlotRange {
-                count: u32::from(end.checked_sub(start)?) + 1,
-                host: String::from_utf8(host).ok()?,
-                port,
-            })
-        })
-        .collect()
-}
-
-/// A Redis error as a short, fixed reason: never the server's text (it may
-/// quote a key) and never the URL.
-/// The kind of `err`, looking through an aborted transaction: Redis refuses
-/// a command while queueing it (`READONLY` on a demoted master, `LOADING`,
-/// `MASTERDOWN`) and then answers the `EXEC` with `EXECABORT`; the first
-/// refusal says what went wrong.
-pub(super) fn kind_of(err: &RedisError) -> redis::ErrorKind {
-    let kind = err.kind();
-    if kind != redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort) {
-        return kind;
-    }
-    err.clone()
-        .into_server_errors()
-        .and_then(|errors| errors.iter().find_map(|(_, error)| error.kind()))
-        .map_or(kind, redis::ErrorKind::Server)
-}
-
-fn unavailable(err: &RedisError) -> StoreError {
-    let why = if err.is_timeout() {
-        "redis timed out"
-    } else if err.is_connection_refusal() {
-        "redis refused the connection"
-    } else if err.is_connection_dropped() {
-        "redis connection lost"
-    } else if err.is_io_error() {
-        "redis i/o error"
-    } else {
-        match kind_of(err) {
-            redis::ErrorKind::AuthenticationFailed => "redis authentication failed",
-            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) => "redis is loading",
-            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) => "redis is read-only",
-            redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown) => "redis master down",
-            redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown) => "redis cluster down",
-            redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain) => {
-                "redis asked to try again"
-            }
-            redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => "redis denied permission",
-            redis::ErrorKind::Server(_) | redis::ErrorKind::Extension => "redis command failed",
-            redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType => {
-                "redis reply unreadable"
-            }
-            redis::ErrorKind::MasterNameNotFoundBySentinel => "redis sentinel knows no master",
-            redis::ErrorKind::EmptySentinelList => "redis sentinel list empty",
-            redis::ErrorKind::ClusterConnectionNotFound => "redis cluster node unreachable",
-            _ => "redis error",
-        }
-    };
-    StoreError::Unavailable(why.to_owned())
-}
-
-impl Store for RedisStore {
-    async fn create_session(&self, session: &Session, ttl: Duration) -> Result<(), StoreError> {
-        let json = super::encoding::encode_session(session)?;
-        // NX: never overwrite an existing session (see the module notes).
-        let reply = self
-            .query(
-                redis::cmd("SET")
-                    .arg(super::session_key(&session.id))
-                    .arg(json)
-                    .arg("PX")
-                    .arg(px(ttl))
-                    .arg("NX"),
-            )
-            .await?;
-        set_nx_result(reply)
-    }
-
-    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        let reply = self
-            .query(redis::cmd("GET").arg(super::session_key(id)))
-            .await?;
-        match bytes_reply(reply)? {
-            None => Ok(None),
-            Some(bytes) => super::encoding::decode_session(&bytes, id).map(Some),
-        }
-    }
-
-    async fn update_session(
-        &self,
-        session: &Session,
-        expected_version: u64,
-        ttl: Duration,
-    ) -> Result<UpdateOutcome, StoreError> {
-        let json = super::encoding::encode_session(session)?;
-        // One script on one key: the version check and the write are atomic.
-        let mut script = UPDATE_SESSION.key(super::session_key(&session.id));
-        script
-            .arg(expected_version.to_string())
-            .arg(json)
-            .arg(px(ttl));
-        let reply = self.invoke(&script).await?;
-        let Value::Array(items) = reply else {
-            return Err(StoreError::Unavailable("unexpected redis reply".to_owned()));
-        };
-        match items.first().and_then(int_reply) {
-            Some(0) => Ok(UpdateOutcome::Missing),
-            Some(1) => Ok(UpdateOutcome::Saved),
-            Some(2) => items
-                .get(1)
-                .and_then(int_reply)
-                .and_then(|v| u64::try_from(v).ok())
-                .map(|current_version| UpdateOutcome::Conflict { current_version })
-                .ok_or_else(|| StoreError::Unavailable("unexpected redis reply".to_owned())),
-            Some(3) => Err(corrupt("stored session has no valid version")),
-            _ => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
-        }
-    }
-
-    async fn get_and_touch_session(
-        &self,
-        id: &SessionId,
-        idle: Duration,
-        now: i64,
-    ) -> Result<Option<Session>, StoreError> {
-        // One command reads the session and sets its TTL to the idle
-        // timeout; only in the last idle period before the absolute expiry
-        // does a second one cut the TTL short.
-        let reply = self
-            .query(
-                redis::cmd("GETEX")
-                    .arg(super::session_key(id))
-                    .arg("PX")
-                    .arg(px(idle)),
-            )
-            .await?;
-        let Some(bytes) = bytes_reply(reply)? else {
-            return Ok(None);
-        };
-        let session = super::encoding::decode_session(&bytes, id)?;
-        let Some(ttl) = super::sliding_ttl(&session, idle, now) else {
-            return Ok(None);
-        };
-        if ttl < idle {
-            match self.touch_session(id, ttl).await {
-                Ok(_) | Err(StoreError::Unavailable(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Some(session))
-    }
-
-    async fn touch_session(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        let reply = self
-            .query(
-                redis::cmd("PEXPIRE")
-                    .arg(super::session_key(id))
-                    .arg(px(ttl)),
-            )
-            .await?;
-        match int_reply(&reply) {
-            Some(n) => Ok(n > 0),
-            None => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
-        }
-    }
-
-    async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
-        let reply = self
-            .query(redis::cmd("DEL").arg(super::session_key(id)))
-            .await?;
-        match int_reply(&reply) {
-            Some(n) => Ok(n > 0),
-            None => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
-        }
-    }
-
-    async fn put_token(
-        &self,
-        jti: &str,
-        record: &TokenRecord,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let value = encode_token(record)?;
-        // NX: a jti is written once; overwriting could turn a consumed token
-        // back into a pending one.
-        let reply = self
-            .query(
-                redis::cmd("SET")
-                    .arg(super::token_key(jti))
-                    .arg(value)
-                    .arg("PX")
-                    .arg(px(ttl))
-                    .arg("NX"),
-            )
-            .await?;
-        set_nx_result(reply)
-    }
-
-    async fn put_token_for_session(
-        &self,
-        jti: &str,
-        record: &TokenRecord,
-        issuer: &str,
-        now: i64,
-        ttl: Duration,
-    ) -> Result<IssueOutcome, StoreError> {
-        if let Backend::Cluster(_) = self.backend {
-            // The session and the token hash to different slots.
-            return super::read_then_put_token(self, jti, record, issuer, now, ttl).await;
-        }
-        self.put_token_in_transaction(jti, record, issuer, now, ttl)
-            .await
-    }
-
-    async fn peek_token(&self, jti: &str) -> Result<TokenStatus, StoreError> {
-        let reply = self
-            .query(redis::cmd("GET").arg(super::token_key(jti)))
-            .await?;
-        let Some(bytes) = bytes_reply(reply)? else {
-            return Ok(TokenStatus::Unknown);
-        };
-        Ok(match decode_token(&bytes)? {
-            (TokenState::Pending, record) => TokenStatus::Pending(record),
-            (TokenState::Consumed, record) => TokenStatus::Consumed(record),
-        })
-    }
-
-    async fn consume_token(&self, jti: &str) -> Result<ConsumeOutcome, StoreError> {
-        // One script on one key (see the module notes). Note: if this times
-        // out, the script may still have run; a retry then sees a replay.
-        let script = CONSUME_TOKEN.key(super::token_key(jti));
-        let reply = self.invoke(&script).await?;
-        let Some(bytes) = bytes_reply(reply)? else {
-            return Ok(ConsumeOutcome::Unknown);
-        };
-        match decode_token(&bytes)? {
-            (TokenState::Pending, record) => Ok(ConsumeOutcome::Redeemed(record)),
-            (TokenState::Consumed, record) => Ok(ConsumeOutcome::Replayed(record)),
-        }
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        if let Backend::Cluster(conn) = &self.backend {
-            return bounded(CALL_TIMEOUT, cluster_ping(conn.clone())).await?;
-        }
-        pong(self.query(&redis::cmd("PING")).await?)
-    }
-
-    async fn session_ttl(&self, id: &SessionId) -> Result<Option<Duration>, StoreError> {
-        let reply = self
-            .query(redis::cmd("PTTL").arg(super::session_key(id)))
-            .await?;
-        // -2: no such key; -1: a key without TTL (never written by us).
-        match int_reply(&reply) {
-            Some(ms) if ms >= 0 => Ok(Some(Duration::from_millis(ms.unsigned_abs()))),
-            Some(_) => Ok(None),
-            None => Err(StoreError::Unavailable("unexpected redis reply".to_owned())),
-        }
-    }
-
-    async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
-        // PUBLISH reaches every subscriber of the deployment (on a cluster it
-        // is propagated over the bus), so any node will do.
-        self.query(redis::cmd("PUBLISH").arg(channel).arg(message))
-            .await
-            .map(|_| ())
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cluster_slots_are_read_per_range() {
-        let node = |host: &str, port: i64| {
-            Value::Array(vec![
-                Value::BulkString(host.as_bytes().to_vec()),
-                Value::Int(port),
-                Value::BulkString(b"id".to_vec()),
-            ])
-        };
-        let reply = Value::Array(vec![
-            Value::Array(vec![
-                Value::Int(0),
-                Value::Int(5460),
-                node("127.0.0.1", 7000),
-                node("127.0.0.1", 7003),
-            ]),
-            Value::Array(vec![
-                Value::Int(5461),
-                Value::Int(16383),
-                node("10.0.0.2", 7001),
-            ]),
-        ]);
-        let ranges = slot_ranges(&reply).unwrap();
-        assert_eq!(
-            ranges,
-            [
-                SlotRange {
-                    count: 5461,
-                    host: "127.0.0.1".to_owned(),
-                    port: 7000
-                },
-                SlotRange {
-                    count: 10923,
-                    host: "10.0.0.2".to_owned(),
-                    port: 7001
-                },
-            ]
-        );
-        assert_eq!(ranges.iter().map(|r| r.count).sum::<u32>(), CLUSTER_SLOTS);
-        // Reversed or malformed ranges are refused, not guessed at.
-        let reversed = Value::Array(vec![Value::Array(vec![
-            Value::Int(10),
-            Value::Int(5),
-            node("127.0.0.1", 7000),
-        ])]);
-        assert!(slot_ranges(&reversed).is_none());
-        assert!(slot_ranges(&Value::Nil).is_none());
-        assert!(slot_ranges(&Value::Array(vec![Value::Int(1)])).is_none());
-    }
 
     #[test]
     fn store_sections_name_exactly_one_deployment() {

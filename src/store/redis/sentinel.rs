@@ -244,7 +244,7 @@ fn master_lost(err: &RedisError) -> bool {
     err.is_io_error()
         || err.is_unrecoverable_error()
         || matches!(
-            super::kind_of(err),
+            super::errors::kind_of(err),
             redis::ErrorKind::Server(
                 redis::ServerErrorKind::ReadOnly
                     | redis::ServerErrorKind::MasterDown

@@ -24,7 +24,8 @@
 //! load. Nothing is retried: a call that fails still fails closed, exactly
 //! as on the shared connection.
 
-use super::{StoreError, unavailable};
+use super::StoreError;
+use super::errors::unavailable;
 use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
