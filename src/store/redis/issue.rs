@@ -66,15 +66,13 @@ impl RedisStore {
         let (session, written) = two_replies(self.run(Op::Pipeline(&transaction)).await?)?;
         // An existing jti is another record: it is reported, never touched.
         set_nx_result(written)?;
-        let membership = match bytes_reply(session) {
-            Ok(None) => None,
-            Ok(Some(bytes)) => match decode_membership(&bytes, &record.session_id) {
-                Ok(membership) => Some(membership),
-                Err(e) => {
-                    self.discard(&key).await;
-                    return Err(e);
-                }
-            },
+        let read = bytes_reply(session).and_then(|bytes| {
+            bytes
+                .map(|bytes| decode_membership(&bytes, &record.session_id))
+                .transpose()
+        });
+        let membership = match read {
+            Ok(membership) => membership,
             Err(e) => {
                 self.discard(&key).await;
                 return Err(e);
